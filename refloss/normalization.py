@@ -1,0 +1,78 @@
+r"""L2 normalisation of embeddings, with its analytic gradient.
+
+.. math::  \hat x_i = x_i / \lVert x_i \rVert_2, \qquad
+           \frac{\partial L}{\partial x_i}
+             = \frac{g_i - \hat x_i\,(\hat x_i \cdot g_i)}{\lVert x_i \rVert_2}
+
+where :math:`g_i = \partial L / \partial \hat x_i`: the upstream gradient
+projected onto the tangent plane of the unit sphere at :math:`\hat x_i`,
+divided by the norm.
+
+Convention for a zero row (it has no direction): its normalised form is the
+zero vector and its gradient is 0 — finite, where the common
+``x / max(‖x‖, eps)`` gives ``g / eps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _checks
+from .vjp import defvjp
+
+
+def normalize_forward(xp: Any, x: Any):
+    """``(x̂, residuals)`` for rows of ``x`` (compute dtype already applied)."""
+    sq = xp.sum(x * x, axis=-1)
+    nonzero = sq > 0
+    # double where: neither sqrt at 0 nor the division by it is ever
+    # evaluated, so autograd through this forward agrees with the convention
+    safe = xp.sqrt(xp.where(nonzero, sq, xp.ones_like(sq)))
+    xhat = xp.where(nonzero[:, None], x / safe[:, None], xp.zeros_like(x))
+    return xhat, (xhat, safe, nonzero)
+
+
+def normalize_backward(xp: Any, residuals: Any, g: Any) -> Any:
+    xhat, safe, nonzero = residuals
+    radial = xp.sum(xhat * g, axis=-1)
+    gx = (g - xhat * radial[:, None]) / safe[:, None]
+    return xp.where(nonzero[:, None], gx, xp.zeros_like(gx))
+
+
+def _l2_normalize_fwd(x):
+    xp = _checks.namespace(x=x)
+    _checks.check_float(xp, "x", x)
+    _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
+    _checks.check_finite(xp, "x", x)
+    dtype = x.dtype
+    xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
+    xhat, res = normalize_forward(xp, xc)
+    return xp.astype(xhat, dtype), (xp, dtype, res)
+
+
+def _l2_normalize_bwd(residuals, g):
+    xp, dtype, res = residuals
+    return (xp.astype(normalize_backward(xp, res, g), dtype),)
+
+
+@defvjp(_l2_normalize_fwd, _l2_normalize_bwd)
+def l2_normalize(x: Any) -> Any:
+    r"""Rows of ``x`` scaled to unit Euclidean norm.
+
+    .. math:: \hat x_i = x_i / \lVert x_i \rVert_2
+
+    Gradient (through :func:`refloss.vjp`):
+    :math:`\partial L/\partial x_i = (g_i - \hat x_i (\hat x_i\cdot g_i)) / \lVert x_i\rVert`.
+
+    A zero row stays zero and receives gradient 0 (see the module docstring).
+    This is the normalisation applied by ``normalize=True`` in every
+    pairwise loss; ``torch.nn.functional.normalize`` and TensorFlow's
+    ``tf.math.l2_normalize`` differ only in their epsilon for tiny norms.
+
+    Args:
+        x: ``[batch, dim]`` floating array.
+
+    Returns:
+        ``[batch, dim]`` array in the namespace, device and dtype of ``x``.
+    """
+    return _l2_normalize_fwd(x)[0]
