@@ -57,6 +57,7 @@ def assert_close(
     if dtype is not None:
         assert actual.dtype == getattr(backend.xp, dtype), f"dtype {actual.dtype} is not {dtype}"
     got = to_numpy(actual)
+    expected = to_numpy(expected) if hasattr(expected, "__array_namespace__") else expected
     expected = np.asarray(expected)
     assert got.shape == expected.shape, f"shape {got.shape} is not {expected.shape}"
     np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol)
