@@ -355,3 +355,23 @@ def test_running_centers_follow_like(backend):
     like = backend.asarray(np.zeros(1), dtype=backend.xp.float32)
     rc = rl.RunningCenters(3, 2, like=like)
     assert_close(rc.centers, np.zeros((3, 2)), backend, dtype="float32", atol=0)
+
+
+def test_center_functions_run_without_data_dependent_shapes():
+    """array-api-strict with data-dependent shapes and boolean indexing off."""
+    strict = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(6, 3))
+    labels = np.array([0, 1, 1, 3, 0, 1])
+    centers = rng.normal(size=(4, 3))
+    with strict.ArrayAPIStrictFlags(data_dependent_shapes=False, boolean_indexing=False):
+        xs, ls, cs = (strict.asarray(a) for a in (x, labels, centers))
+        value, grads = rl.value_and_grad(rl.center_loss, xs, ls, cs)
+        new = rl.update_centers(cs, xs, ls, rule="wen", alpha=0.5)
+        rc = rl.RunningCenters(4, 3, rule="mean", like=xs)
+        rc.update(xs, ls)
+        running = rc.centers
+    np.testing.assert_allclose(to_numpy(value), tf_l2_loss(x - centers[labels]))
+    np.testing.assert_allclose(to_numpy(new), eq4_update(centers, x, labels, 0.5))
+    np.testing.assert_allclose(to_numpy(running)[1], x[labels == 1].mean(axis=0))
+    np.testing.assert_allclose(to_numpy(grads[0]), x - centers[labels])
