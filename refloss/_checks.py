@@ -30,14 +30,21 @@ __all__ = [
 ]
 
 
-def namespace(**arrays: Any) -> Any:
-    """The array namespace shared by ``arrays`` (``None`` values skipped).
+def namespace(*, optional: tuple[str, ...] = (), **arrays: Any) -> Any:
+    """The array namespace shared by ``arrays``.
 
+    ``None`` is allowed only for the names in ``optional`` (and skipped).
     Raises TypeError naming the argument that is not an array, or naming
     the arguments when they come from different libraries, and ValueError
     when they live on different devices.
     """
-    present = {name: a for name, a in arrays.items() if a is not None}
+    present = {}
+    for name, a in arrays.items():
+        if a is None:
+            if name in optional:
+                continue
+            raise TypeError(f"{name}: expected an array, got None")
+        present[name] = a
     for name, a in present.items():
         if not is_array_api_obj(a):
             raise TypeError(

@@ -13,7 +13,8 @@ Center updates all derive from the per-class statistics
 (:func:`center_stats`): duplicate labels accumulate, classes absent from the
 batch never move, and because statistics add, the update from the summed
 statistics of any split of a batch (data-parallel shards after an
-all-reduce) equals the update from the whole batch.
+all-reduce) equals the update from the whole batch (up to the rounding of
+the summation order).
 
 * ``"wen"`` (the paper's Eq. 4): :math:`c_j \leftarrow c_j - \alpha\,(n_j c_j - s_j)/(1 + n_j)`;
 * ``"ema"``: for :math:`n_j > 0`, :math:`c_j \leftarrow \delta c_j + (1-\delta)\, s_j/n_j`
@@ -28,6 +29,7 @@ labels on NumPy, torch and CuPy).
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 from array_api_compat import device as _device
@@ -97,8 +99,9 @@ def apply_update(xp: Any, centers: Any, sums: Any, counts: Any, rule: str, alpha
 # validation
 
 
-def _check_batch(x, labels, centers=None):
-    xp = _checks.namespace(x=x, labels=labels, centers=centers)
+def _check_batch(x, labels, centers=None, *, with_centers=True):
+    optional = () if with_centers else ("centers",)
+    xp = _checks.namespace(optional=optional, x=x, labels=labels, centers=centers)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
     _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
@@ -203,7 +206,7 @@ def center_stats(x: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
         labels: ``[B]`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes C (>= 1).
     """
-    xp = _check_batch(x, labels)
+    xp = _check_batch(x, labels, with_centers=False)
     num_classes = _checks.check_num_classes(num_classes)
     _checks.check_label_range(xp, "labels", labels, num_classes)
     cdt = _checks.compute_dtype(xp, x.dtype)
@@ -250,7 +253,9 @@ def update_centers_from_stats(
     r"""New centers from per-class statistics (e.g. all-reduced across workers).
 
     The same rules as :func:`update_centers`, which equals
-    ``update_centers_from_stats(centers, *center_stats(x, labels, C), ...)``.
+    ``update_centers_from_stats(centers, *center_stats(x, labels, C), ...)``
+    (bit for bit in float32/float64; for float16/bfloat16 ``center_stats``
+    rounds the sums to the input dtype).
 
     Args:
         centers: ``[C, D]`` current centers.
@@ -354,10 +359,11 @@ class RunningCenters:
         init: Any = None,
     ) -> None:
         num_classes = _checks.check_num_classes(num_classes)
-        if isinstance(dim, bool) or not isinstance(dim, int):
+        if isinstance(dim, bool) or not isinstance(dim, Integral):
             raise TypeError(f"dim: expected an integer, got {type(dim).__name__}")
         if dim < 0:
             raise ValueError(f"dim: expected an integer >= 0, got {dim}")
+        dim = int(dim)
         _checks.check_choice("rule", rule, RUNNING_RULES)
         alpha = _checks.check_alpha(alpha)
         if like is None and init is None:
@@ -420,13 +426,16 @@ class RunningCenters:
 
     def update(self, x: Any, labels: Any) -> Any:
         """Fold one batch in; returns the new centers."""
-        xp = _checks.namespace(x=x, labels=labels, centers=self._centers)
-        if getattr(x, "dtype", None) != self._centers.dtype and xp.isdtype(
-            x.dtype, "real floating"
-        ):
+        xp = _checks.namespace(centers=self._centers, x=x, labels=labels)
+        _checks.check_float(xp, "x", x)
+        _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
+        if x.shape[1] != self.dim:
+            raise ValueError(
+                f"x: expected {self.dim} columns (the dim of the centers), got {x.shape[1]}"
+            )
+        if x.dtype != self._centers.dtype:
             raise TypeError(
-                f"x: expected the dtype of the centers ({self._centers.dtype}), "
-                f"got {x.dtype}"
+                f"x: expected the dtype of the centers ({self._centers.dtype}), got {x.dtype}"
             )
         _check_batch(x, labels, self._centers)
         _checks.check_label_range(xp, "labels", labels, self.num_classes)
@@ -507,6 +516,12 @@ class RunningCenters:
             if key != "counts":
                 _checks.check_finite(xp, f"state[{key!r}]", a)
             arrays[key] = a
+        raw = state["counts"]
+        raw_dtype = getattr(raw, "dtype", None)
+        if raw_dtype is not None and "int" not in str(raw_dtype):
+            raise TypeError(f"state['counts']: expected an integer array, got {raw_dtype}")
+        if arrays["counts"].shape[0] and bool(xp.any(arrays["counts"] < 0)):
+            raise ValueError("state['counts']: expected non-negative counts, got a negative one")
         self._rule, self._alpha = state["rule"], alpha
         self._centers, self._sums, self._counts = (
             arrays["centers"],

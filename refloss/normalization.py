@@ -23,13 +23,17 @@ from .vjp import defvjp
 
 def normalize_forward(xp: Any, x: Any):
     """``(x̂, residuals)`` for rows of ``x`` (compute dtype already applied)."""
-    sq = xp.sum(x * x, axis=-1)
-    nonzero = sq > 0
-    # double where: neither sqrt at 0 nor the division by it is ever
-    # evaluated, so autograd through this forward agrees with the convention
-    safe = xp.sqrt(xp.where(nonzero, sq, xp.ones_like(sq)))
-    xhat = xp.where(nonzero[:, None], x / safe[:, None], xp.zeros_like(x))
-    return xhat, (xhat, safe, nonzero)
+    # scale each row by its largest |entry| first, so that squaring neither
+    # underflows (tiny rows would look like zero rows) nor overflows
+    peak = xp.max(xp.abs(x), axis=-1) if x.shape[-1] else xp.zeros(x.shape[:1], dtype=x.dtype)
+    nonzero = peak > 0
+    # double where: no division by 0 and no sqrt at 0 is ever evaluated, so
+    # autograd through this forward agrees with the zero-row convention
+    peak = xp.where(nonzero, peak, xp.ones_like(peak))
+    scaled = x / peak[:, None]
+    norm = xp.sqrt(xp.where(nonzero, xp.sum(scaled * scaled, axis=-1), xp.ones_like(peak)))
+    xhat = xp.where(nonzero[:, None], scaled / norm[:, None], xp.zeros_like(x))
+    return xhat, (xhat, peak * norm, nonzero)
 
 
 def normalize_backward(xp: Any, residuals: Any, g: Any) -> Any:

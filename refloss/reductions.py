@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as _device
+
 REDUCTIONS = ("none", "sum", "mean", "mean_nonzero")
 
 
@@ -34,31 +36,38 @@ def reduce_forward(xp: Any, terms: Any, reduction: str, count: Any = None):
     the caller keeps in ``terms`` and are not counted.
     """
     if reduction == "none":
-        return terms, (reduction, None)
+        return terms, (reduction, None, None)
     total = xp.sum(terms)
     if reduction == "sum":
-        return total, (reduction, None)
+        return total, (reduction, None, None)
     if reduction == "mean":
         n = terms.shape[0] if count is None else count
     else:  # mean_nonzero
         n = xp.count_nonzero(terms > 0)
-    denom = _safe_count(xp, n, terms)
-    return total / denom, (reduction, denom)
+    denom, live = _safe_count(xp, n, terms)
+    value = total / denom
+    if live is not None:  # no counted term: the value is 0, whatever the terms
+        value = xp.where(live, value, xp.zeros_like(value))
+    return value, (reduction, denom, live)
 
 
 def reduce_backward(xp: Any, residuals: Any, g: Any, like: Any) -> Any:
     """Upstream gradient ``g`` of the reduced value to the gradient of each term."""
-    reduction, denom = residuals
+    reduction, denom, live = residuals[0], residuals[1], residuals[2]
     if reduction == "none":
         return g
     scale = g if reduction == "sum" else g / denom
+    if live is not None:
+        scale = xp.where(live, scale, xp.zeros_like(scale))
     return xp.broadcast_to(scale, like.shape)
 
 
-def _safe_count(xp: Any, n: Any, like: Any) -> Any:
-    """``max(n, 1)`` in the dtype of ``like``: a sum over zero terms is 0, so
-    dividing it by 1 yields the documented value 0."""
+def _safe_count(xp: Any, n: Any, like: Any):
+    """``(max(n, 1), n > 0)``: the divisor, and whether any term is counted
+    (``None`` when that is known to be true)."""
     if isinstance(n, int):
-        return float(max(n, 1))
+        if n > 0:
+            return float(n), None
+        return 1.0, xp.asarray(False, device=_device(like))
     n = xp.astype(n, like.dtype)
-    return xp.maximum(n, xp.ones_like(n))
+    return xp.maximum(n, xp.ones_like(n)), n > 0

@@ -97,7 +97,7 @@ def _rule(loss_fn: Callable):
     rule = getattr(loss_fn, "__refloss_vjp__", None)
     if rule is None:
         raise TypeError(
-            f"loss_fn: expected a refloss loss, distance or compat preset "
+            f"loss_fn: expected a refloss loss or distance "
             f"(a function with an analytic VJP), got {loss_fn!r}"
         )
     return rule

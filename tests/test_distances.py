@@ -31,11 +31,12 @@ def oracle_distance(u: np.ndarray, v: np.ndarray, metric: str) -> float:
         return float(np.sqrt(sq))
     if metric == "sqeuclidean":
         return sq
-    nu, nv = np.sqrt(np.sum(u * u)), np.sqrt(np.sum(v * v))
-    if nu == 0 or nv == 0:
+    mu, mv = np.abs(u).max(initial=0.0), np.abs(v).max(initial=0.0)
+    if mu == 0 or mv == 0:
         return 1.0
+    u, v = u / mu, v / mv  # directions only: rescale so that nothing underflows
     # 1 - cos written as ½‖û − v̂‖², which keeps relative precision near 0
-    w = u / nu - v / nv
+    w = u / np.sqrt(np.sum(u * u)) - v / np.sqrt(np.sum(v * v))
     return 0.5 * float(np.sum(w * w))
 
 
@@ -298,3 +299,11 @@ def test_core_runs_without_data_dependent_shapes():
     np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-10, atol=0)
     np.testing.assert_allclose(to_numpy(gotc), oracle_pairwise(x, None, "cosine"),
                                rtol=1e-9, atol=1e-15)
+
+
+def test_cosine_of_tiny_and_huge_rows_keeps_their_direction(backend):
+    """Squares of 1e-200 underflow and of 1e200 overflow; the direction does not."""
+    x = np.array([[1e-200, 2e-200], [1e-200, 2e-200], [3e200, 6e200], [-1e-200, 0.0]])
+    d = to_numpy(rl.pairwise_distances(backend.asarray(x), metric="cosine"))
+    np.testing.assert_allclose(d[:3, :3], np.zeros((3, 3)), atol=1e-15)
+    np.testing.assert_allclose(d[3, :3], np.full(3, 1 + 1 / np.sqrt(5)), rtol=1e-12)

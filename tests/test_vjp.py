@@ -68,8 +68,10 @@ def test_gradient_keeps_the_argument_dtype(backend):
 @given(embeddings(max_rows=5))
 def test_l2_normalize_gives_unit_rows_and_zero_for_zero_rows(backend, x):
     got = rl.l2_normalize(backend.asarray(x))
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    expected = np.where(norms > 0, x / np.where(norms > 0, norms, 1), 0.0)
+    peak = np.abs(x).max(axis=1, keepdims=True)  # scaled first: no underflow
+    scaled = x / np.where(peak > 0, peak, 1)
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    expected = np.where(peak > 0, scaled / np.where(norms > 0, norms, 1), 0.0)
     assert_close(got, expected, backend, dtype="float64", rtol=1e-12, atol=1e-300)
 
 
@@ -135,3 +137,34 @@ def test_mean_divides_the_sum_and_its_gradient_by_the_batch_size(backend):
     assert_close(vm, float(vs) / 4, backend)
     assert_close(gs[0], x, backend)
     assert_close(gm[0], x / 4, backend)
+
+
+@pytest.mark.parametrize("terms", [[-1.0, -2.0], [0.0, 0.0], []])
+def test_mean_nonzero_with_no_positive_term_is_zero_with_zero_gradient(backend, terms):
+    from refloss.reductions import reduce_backward, reduce_forward
+
+    t = backend.asarray(np.asarray(terms, dtype=np.float64).reshape(-1))
+    value, res = reduce_forward(backend.xp, t, "mean_nonzero")
+    grad = reduce_backward(backend.xp, res, backend.asarray(np.asarray(1.0)), t)
+    assert_close(value, 0.0, backend, atol=0)
+    assert_close(grad, np.zeros(len(terms)), backend, atol=0)
+
+
+def test_mean_nonzero_divides_by_the_strictly_positive_terms(backend):
+    from refloss.reductions import reduce_backward, reduce_forward
+
+    t = backend.asarray(np.array([3.0, 0.0, 1.0, -2.0]))
+    value, res = reduce_forward(backend.xp, t, "mean_nonzero")
+    grad = reduce_backward(backend.xp, res, backend.asarray(np.asarray(1.0)), t)
+    assert_close(value, 2.0 / 2, backend)
+    assert_close(grad, np.full(4, 0.5), backend)
+
+
+def test_mean_over_a_zero_count_is_zero_with_zero_gradient(backend):
+    from refloss.reductions import reduce_backward, reduce_forward
+
+    t = backend.asarray(np.array([0.0, 0.0]))
+    value, res = reduce_forward(backend.xp, t, "mean", count=0)
+    grad = reduce_backward(backend.xp, res, backend.asarray(np.asarray(1.0)), t)
+    assert_close(value, 0.0, backend, atol=0)
+    assert_close(grad, np.zeros(2), backend, atol=0)
