@@ -88,7 +88,9 @@ def unit_directions(rng: np.random.Generator, shape: tuple, n: int = 3) -> list:
 # ---------------------------------------------------------------------------
 # strategies
 
-finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
+# subnormals excluded: XLA on CPU flushes them to zero, so JAX sees other inputs
+finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, allow_subnormal=False,
+                  width=64)
 
 
 @st.composite

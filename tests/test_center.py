@@ -76,7 +76,7 @@ def loop_ema(centers, x, labels, alpha):
 def batch_and_centers(draw, max_rows=8):
     x, labels, c = draw(labeled_batch(min_rows=0, max_rows=max_rows))
     centers = draw(hnp.arrays(np.float64, (c, x.shape[1]),
-                              elements=st.floats(-10, 10, allow_nan=False)))
+                              elements=st.floats(-10, 10, allow_nan=False, allow_subnormal=False)))
     return x, labels, centers
 
 
