@@ -11,7 +11,7 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import array_namespace, is_array_api_obj, is_lazy_array
 from array_api_compat import device as _device
 
 __all__ = [
@@ -107,6 +107,9 @@ def check_same_rows(name: str, a: Any, ref_name: str, ref: Any) -> None:
 
 
 def check_finite(xp: Any, name: str, a: Any) -> None:
+    # a traced array (jax.jit) has no values yet: value checks are skipped there
+    if is_lazy_array(a):
+        return
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
@@ -146,7 +149,7 @@ def check_num_classes(value: Any) -> int:
 
 
 def check_label_range(xp: Any, name: str, labels: Any, num_classes: int) -> None:
-    if labels.shape[0] == 0:
+    if labels.shape[0] == 0 or is_lazy_array(labels):
         return
     lo, hi = int(xp.min(labels)), int(xp.max(labels))
     if lo < 0 or hi >= num_classes:
@@ -170,3 +173,16 @@ def default_index_dtype(xp: Any, device: Any) -> Any:
 def has_dynamic_shapes(xp: Any) -> bool:
     """Whether ``nonzero`` and friends (data-dependent output shapes) work."""
     return bool(xp.__array_namespace_info__().capabilities()["data-dependent shapes"])
+
+
+def is_traced(a: Any) -> bool:
+    """True for an array without concrete values (inside ``jax.jit``): no
+    ``bool()``/``int()`` of its data, no data-dependent shapes."""
+    return is_lazy_array(a)
+
+
+def any_true(xp: Any, mask: Any) -> bool:
+    """``bool(any(mask))``, or True when ``mask`` is traced (assume work to do)."""
+    if is_lazy_array(mask):
+        return True
+    return bool(xp.any(mask))

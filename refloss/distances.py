@@ -171,9 +171,9 @@ def _refine(xp, approx, flag, x, y, scale):
     No scatter: the exact values are placed with a row-major rank (a
     cumulative sum of the flags), ``take`` and ``where``.
     """
-    if not bool(xp.any(flag)):
+    if not _checks.any_true(xp, flag):
         return approx, None
-    if not _checks.has_dynamic_shapes(xp):
+    if not _checks.has_dynamic_shapes(xp) or _checks.is_traced(flag):
         return _refine_dense(xp, approx, flag, x, y, scale)
     rows, cols = xp.nonzero(flag)
     n = rows.shape[0]
@@ -205,7 +205,7 @@ def _refine_dense(xp, approx, flag, x, y, scale):
     block = _CHUNK_ELEMENTS // (max(y.shape[0], 1) * max(x.shape[1], 1))
     for r0, r1 in _chunks(approx.shape[0], block):
         fb = flag[r0:r1, :]
-        if not bool(xp.any(fb)):
+        if not _checks.any_true(xp, fb):
             out.append(approx[r0:r1, :])
             continue
         diff = x[r0:r1, None, :] - y[None, :, :]
