@@ -174,6 +174,7 @@ def _refine(xp, approx, flag, x, y, scale):
     if not _checks.any_true(xp, flag):
         return approx, None
     if not _checks.has_dynamic_shapes(xp) or _checks.is_traced(flag):
+        # JAX (jit or not) and strict without dynamic shapes
         return _refine_dense(xp, approx, flag, x, y, scale)
     rows, cols = xp.nonzero(flag)
     n = rows.shape[0]
@@ -201,6 +202,8 @@ def _refine(xp, approx, flag, x, y, scale):
 
 def _refine_dense(xp, approx, flag, x, y, scale):
     """The same without data-dependent shapes: exact row blocks, O(B²·dim) time."""
+    if approx.shape[0] == 0:
+        return approx, None
     out = []
     block = _CHUNK_ELEMENTS // (max(y.shape[0], 1) * max(x.shape[1], 1))
     for r0, r1 in _chunks(approx.shape[0], block):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as _device
+
 from . import _checks
 from .vjp import defvjp
 
@@ -25,7 +27,10 @@ def normalize_forward(xp: Any, x: Any):
     """``(x̂, residuals)`` for rows of ``x`` (compute dtype already applied)."""
     # scale each row by its largest |entry| first, so that squaring neither
     # underflows (tiny rows would look like zero rows) nor overflows
-    peak = xp.max(xp.abs(x), axis=-1) if x.shape[-1] else xp.zeros(x.shape[:1], dtype=x.dtype)
+    if x.shape[-1]:
+        peak = xp.max(xp.abs(x), axis=-1)
+    else:
+        peak = xp.zeros(x.shape[:1], dtype=x.dtype, device=_device(x))
     nonzero = peak > 0
     # double where: no division by 0 and no sqrt at 0 is ever evaluated, so
     # autograd through this forward agrees with the zero-row convention
