@@ -12,19 +12,35 @@ from .center import (
     update_centers,
     update_centers_from_stats,
 )
+from .contrastive import contrastive_loss, contrastive_loss_all_pairs
 from .distances import paired_distances, pairwise_distances
+from .mining import mine_batch_hard, mine_semihard
 from .normalization import l2_normalize
+from .triplet import (
+    batch_all_triplet_loss,
+    batch_hard_triplet_loss,
+    semihard_triplet_loss,
+    triplet_margin_loss,
+)
 from .vjp import value_and_grad, vjp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RunningCenters",
+    "batch_all_triplet_loss",
+    "batch_hard_triplet_loss",
     "center_loss",
     "center_stats",
+    "contrastive_loss",
+    "contrastive_loss_all_pairs",
     "l2_normalize",
+    "mine_batch_hard",
+    "mine_semihard",
     "paired_distances",
     "pairwise_distances",
+    "semihard_triplet_loss",
+    "triplet_margin_loss",
     "update_centers",
     "update_centers_from_stats",
     "value_and_grad",

@@ -1,0 +1,454 @@
+r"""Contrastive loss (Hadsell, Chopra, LeCun 2006), paired and over every pair of a batch.
+
+Per pair, with :math:`d` the distance under ``metric`` and ``same`` a boolean
+("the two embeddings should be close"):
+
+.. math::
+
+    l = \mathrm{same}\cdot[d - m_+]_+^{\,p}
+        + (1 - \mathrm{same})\cdot[m - d]_+^{\,p},
+    \qquad p \in \{1, 2\},
+
+where :math:`m_+` is ``pos_margin`` (default 0), :math:`m` is ``margin``
+(default 1) and :math:`[z]_+ = \max(z, 0)`. Its derivative with respect to
+the distance is
+
+.. math::
+
+    \frac{\partial l}{\partial d}
+      = \mathrm{same}\cdot p\,[d - m_+]_+^{\,p-1}
+        - (1 - \mathrm{same})\cdot p\,[m - d]_+^{\,p-1},
+
+with :math:`[z]_+^0` read as the indicator :math:`z > 0`: the subgradient of a
+hinge at exactly 0 is 0 (relu). The gradient with respect to the embeddings
+is this times :math:`\partial d/\partial(\cdot)` (see :mod:`refloss.distances`,
+where the euclidean gradient at d = 0 is 0), chained through the L2
+normalisation when ``normalize=True``.
+
+Conventions: the default (p = 2, :math:`m_+ = 0`, euclidean) is Hadsell's
+:math:`D^2 + [m - D]_+^2` **without** the factor ½ (TensorFlow Addons'
+``contrastive_loss`` has no ½ either); p = 1 is the linear hinge of
+pytorch-metric-learning's ``ContrastiveLoss``. ``same`` must be boolean: the
+numeric label conventions in the wild are opposite (Hadsell: 0 = similar;
+TFA, tf.contrib and Caffe: 1 = similar).
+
+:func:`contrastive_loss_all_pairs` takes a labeled batch and uses every
+unordered pair i < j, with same = (y_i == y_j), through the B×B distance
+matrix and an upper-triangle mask: O(B² + B·D) memory, no scatter, no
+data-dependent shapes.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+from array_api_compat import device as _device
+
+from . import _checks
+from .distances import (
+    METRICS,
+    paired_backward,
+    paired_forward,
+    pairwise_backward,
+    pairwise_forward,
+)
+from .normalization import normalize_backward, normalize_forward
+from .reductions import REDUCTIONS, reduce_backward, reduce_forward
+from .vjp import defvjp
+
+__all__ = ["contrastive_loss", "contrastive_loss_all_pairs"]
+
+POWERS = (1, 2)
+
+
+# --------------------------------------------------------------------------
+# validation
+
+
+def _check_options(margin, pos_margin, power, metric, normalize, reduction):
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize: expected True or False, got {type(normalize).__name__}")
+    margin = _checks.check_margin("margin", margin)
+    pos_margin = _checks.check_margin("pos_margin", pos_margin)
+    if isinstance(power, bool) or not isinstance(power, Integral):
+        raise TypeError(f"power: expected the integer 1 or 2, got {type(power).__name__}")
+    if int(power) not in POWERS:
+        raise ValueError(f"power: expected 1 (linear hinge) or 2 (squared), got {power!r}")
+    _checks.check_choice("metric", metric, METRICS)
+    _checks.check_choice("reduction", reduction, REDUCTIONS)
+    return margin, pos_margin, int(power)
+
+
+def _check_embeddings(xp, name, a):
+    _checks.check_float(xp, name, a)
+    _checks.check_rank(name, a, 2, "a 2-D array (batch, dim)")
+
+
+def _check_same(xp, same, rows):
+    if same.dtype != xp.bool:
+        raise TypeError(
+            f"same: expected a boolean array (True where the pair should be close), "
+            f"got {same.dtype}; numeric labels are refused because the conventions in "
+            f"the wild are opposite (Hadsell 2006: 0 = similar; TensorFlow Addons, "
+            f"Caffe: 1 = similar) — pass e.g. `y == 1` or `y == 0` explicitly"
+        )
+    if same.ndim != 1:
+        raise ValueError(f"same: expected a 1-D array, got shape {tuple(same.shape)}")
+    if same.shape[0] != rows:
+        raise ValueError(
+            f"same: expected {rows} entries (one per row of a), got {same.shape[0]}"
+        )
+
+
+# --------------------------------------------------------------------------
+# per-term stage (compute dtype)
+
+
+def _relu(xp, z):
+    return xp.where(z > 0, z, xp.zeros_like(z))
+
+
+def terms_forward(xp, d, same, margin, pos_margin, power):
+    """Per-pair terms from distances ``d`` and the boolean ``same`` (same shape)."""
+    pos = _relu(xp, d - pos_margin)  # [d - m+]_+
+    neg = _relu(xp, margin - d)  # [m - d]_+
+    if power == 2:
+        terms = xp.where(same, pos * pos, neg * neg)
+    else:
+        terms = xp.where(same, pos, neg)
+    return terms, (same, pos, neg, power)
+
+
+def terms_backward(xp, residuals, w):
+    """``∂L/∂d`` from the upstream weight ``w`` of each term."""
+    same, pos, neg, power = residuals
+    if power == 2:
+        slope = xp.where(same, 2.0 * pos, -2.0 * neg)
+    else:
+        one, zero = xp.ones_like(pos), xp.zeros_like(pos)
+        slope = xp.where(same, xp.where(pos > 0, one, zero), xp.where(neg > 0, -one, zero))
+    return w * slope
+
+
+# --------------------------------------------------------------------------
+# paired
+
+
+def _contrastive_fwd(
+    a,
+    b,
+    same,
+    *,
+    margin=1.0,
+    pos_margin=0.0,
+    power=2,
+    metric="euclidean",
+    normalize=False,
+    reduction="mean",
+):
+    xp = _checks.namespace(a=a, b=b, same=same)
+    _check_embeddings(xp, "a", a)
+    _check_embeddings(xp, "b", b)
+    if b.shape[1] != a.shape[1]:
+        raise ValueError(f"b: expected {a.shape[1]} columns (as a), got {b.shape[1]}")
+    _checks.check_same_rows("b", b, "a", a)
+    if b.dtype != a.dtype:
+        raise TypeError(f"b: expected the dtype of a ({a.dtype}), got {b.dtype}")
+    _check_same(xp, same, a.shape[0])
+    margin, pos_margin, power = _check_options(
+        margin, pos_margin, power, metric, normalize, reduction
+    )
+    _checks.check_finite(xp, "a", a)
+    _checks.check_finite(xp, "b", b)
+
+    dtype = a.dtype
+    cdt = _checks.compute_dtype(xp, dtype)
+    ac, bc = xp.astype(a, cdt), xp.astype(b, cdt)
+    nres = None
+    if normalize:
+        ac, ares = normalize_forward(xp, ac)
+        bc, bres = normalize_forward(xp, bc)
+        nres = (ares, bres)
+    d, dres = paired_forward(xp, ac, bc, metric)
+    terms, tres = terms_forward(xp, d, same, margin, pos_margin, power)
+    value, rres = reduce_forward(xp, terms, reduction)
+    return xp.astype(value, dtype), (xp, dtype, nres, dres, tres, rres, terms)
+
+
+def _contrastive_bwd(residuals, g):
+    xp, dtype, nres, dres, tres, rres, terms = residuals
+    w = reduce_backward(xp, rres, g, terms)
+    ga, gb = paired_backward(xp, dres, terms_backward(xp, tres, w))
+    if nres is not None:
+        ga = normalize_backward(xp, nres[0], ga)
+        gb = normalize_backward(xp, nres[1], gb)
+    return xp.astype(ga, dtype), xp.astype(gb, dtype), None
+
+
+@defvjp(_contrastive_fwd, _contrastive_bwd)
+def contrastive_loss(
+    a: Any,
+    b: Any,
+    same: Any,
+    *,
+    margin: float = 1.0,
+    pos_margin: float = 0.0,
+    power: int = 2,
+    metric: str = "euclidean",
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Any:
+    r"""Contrastive loss of explicit pairs :math:`(a_i, b_i)`.
+
+    .. math::
+
+        l_i = s_i\,[d_i - m_+]_+^{\,p} + (1 - s_i)\,[m - d_i]_+^{\,p},
+        \qquad d_i = d(a_i, b_i),
+
+    with :math:`s_i` = ``same[i]``, :math:`m` = ``margin``, :math:`m_+` =
+    ``pos_margin`` and :math:`p` = ``power``; reduced by ``reduction``.
+
+    Gradient (through :func:`refloss.vjp`), with :math:`w_i` the upstream
+    weight of term i after the reduction:
+
+    .. math::
+
+        \frac{\partial L}{\partial d_i} = w_i\big(s_i\,p\,[d_i - m_+]_+^{\,p-1}
+            - (1 - s_i)\,p\,[m - d_i]_+^{\,p-1}\big),
+
+    where :math:`[z]_+^0` is the indicator :math:`z > 0` (a hinge exactly at
+    0 has subgradient 0), chained through :func:`refloss.paired_distances`
+    (euclidean: :math:`(a_i - b_i)/d_i`, 0 at :math:`d_i = 0`) and, with
+    ``normalize=True``, through :func:`refloss.l2_normalize`.
+    ``"mean_nonzero"`` treats its count as a constant.
+
+    Conventions: the default is Hadsell et al.'s
+    :math:`D^2 + [m - D]_+^2` without their factor ½ (as TensorFlow Addons);
+    ``power=1`` is pytorch-metric-learning's linear hinge (its default
+    reduction, non-zero means of the positive and negative terms summed, is a
+    different number from ``"mean_nonzero"`` here). ``same`` is boolean on
+    purpose: Hadsell uses 0 = similar, TFA / tf.contrib / Caffe 1 = similar.
+    An empty batch gives 0.
+
+    Args:
+        a: ``[B, D]`` floating embeddings.
+        b: ``[B, D]`` floating embeddings, same dtype as ``a``.
+        same: ``[B]`` boolean, True where the pair should be close.
+        margin: :math:`m \ge 0`, the distance below which a dissimilar pair is
+            pushed apart.
+        pos_margin: :math:`m_+ \ge 0`, the distance above which a similar pair
+            is pulled together.
+        power: 2 (squared hinge, default) or 1 (linear hinge).
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        normalize: L2-normalise ``a`` and ``b`` first (gradient included).
+        reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
+            ``"none"``.
+
+    Returns:
+        A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
+        dtype of ``a`` (float16/bfloat16 computed in float32).
+
+    Example:
+        >>> import numpy as np, refloss as rl
+        >>> a = np.array([[0.0, 0.0], [0.0, 0.0]])
+        >>> b = np.array([[0.3, 0.4], [0.3, 0.4]])
+        >>> rl.contrastive_loss(a, b, np.array([True, False]), reduction="none")
+        array([0.25, 0.25])
+
+    References:
+        Hadsell, Chopra, LeCun. Dimensionality Reduction by Learning an
+        Invariant Mapping. CVPR 2006, Eq. 4. TensorFlow Addons
+        ``losses/contrastive.py``; pytorch-metric-learning
+        ``losses/contrastive_loss.py``.
+    """
+    return _contrastive_fwd(
+        a,
+        b,
+        same,
+        margin=margin,
+        pos_margin=pos_margin,
+        power=power,
+        metric=metric,
+        normalize=normalize,
+        reduction=reduction,
+    )[0]
+
+
+# --------------------------------------------------------------------------
+# every pair of a labeled batch
+
+
+def _upper_pair_index(xp, n_rows, dev):
+    """Row-major ranks of the pairs i < j, from shapes alone.
+
+    Returns ``(flat, rank)``: ``flat`` (``[B(B-1)/2]``) holds i·B + j of the
+    k-th pair in row-major order, ``rank`` (``[B, B]``) holds k at (i, j > i)
+    (garbage elsewhere, to be masked). Row i starts at
+    :math:`s_i = i(2B - i - 1)/2`; a 1-D ``searchsorted`` in the row starts
+    recovers i from k.
+    """
+    idx = _checks.default_index_dtype(xp, dev)
+    r = xp.arange(n_rows, dtype=idx, device=dev)
+    starts = r * (2 * n_rows - r - 1) // 2
+    n_pairs = n_rows * (n_rows - 1) // 2
+    k = xp.arange(n_pairs, dtype=idx, device=dev)
+    i = xp.searchsorted(starts, k, side="right") - 1
+    j = k - xp.take(starts, i) + i + 1
+    rank = starts[:, None] + (r[None, :] - r[:, None] - 1)
+    return i * n_rows + j, rank
+
+
+def _all_pairs_fwd(
+    x,
+    labels,
+    *,
+    margin=1.0,
+    pos_margin=0.0,
+    power=2,
+    metric="euclidean",
+    normalize=False,
+    reduction="mean",
+):
+    xp = _checks.namespace(x=x, labels=labels)
+    _check_embeddings(xp, "x", x)
+    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    margin, pos_margin, power = _check_options(
+        margin, pos_margin, power, metric, normalize, reduction
+    )
+    _checks.check_finite(xp, "x", x)
+
+    dtype = x.dtype
+    cdt = _checks.compute_dtype(xp, dtype)
+    dev = _device(x)
+    n_rows = x.shape[0]
+    n_pairs = n_rows * (n_rows - 1) // 2
+    xc = xp.astype(x, cdt)
+    nres = None
+    if normalize:
+        xc, nres = normalize_forward(xp, xc)
+    if n_rows == 0:
+        # nothing to measure (and pairwise_forward's dense exact path, taken
+        # for JAX arrays, does not handle an empty batch)
+        dmat, dres = xp.zeros((0, 0), dtype=cdt, device=dev), xc
+    else:
+        dmat, dres = pairwise_forward(xp, xc, None, metric)
+    r = xp.arange(n_rows, device=dev)
+    upper = r[:, None] < r[None, :]
+    same = labels[:, None] == labels[None, :]
+    tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power)
+    tmat = xp.where(upper, tmat, xp.zeros_like(tmat))
+    if reduction == "none":
+        if n_pairs == 0:
+            terms, rank = xp.zeros((0,), dtype=cdt, device=dev), None
+        else:
+            flat, rank = _upper_pair_index(xp, n_rows, dev)
+            terms = xp.take(xp.reshape(tmat, (-1,)), flat)
+        value, rres = reduce_forward(xp, terms, reduction)
+    else:
+        rank = None
+        terms = xp.reshape(tmat, (-1,))
+        value, rres = reduce_forward(xp, terms, reduction, count=n_pairs)
+    return xp.astype(value, dtype), (xp, dtype, nres, dres, tres, rres, terms, upper, rank)
+
+
+def _all_pairs_bwd(residuals, g):
+    xp, dtype, nres, dres, tres, rres, terms, upper, rank = residuals
+    w = reduce_backward(xp, rres, g, terms)
+    n_rows = upper.shape[0]
+    if rank is None:
+        if terms.shape[0] == n_rows * n_rows:
+            wmat = xp.reshape(w, (n_rows, n_rows))
+        else:  # "none" with no pairs
+            wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
+    else:
+        # gather, not scatter: entry (i, j > i) reads the weight of its rank
+        wmat = xp.take(xp.reshape(w, (-1,)), xp.reshape(xp.clip(rank, 0, w.shape[0] - 1), (-1,)))
+        wmat = xp.reshape(wmat, (n_rows, n_rows))
+    wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
+    if n_rows == 0:
+        gx = xp.zeros_like(dres)  # dres is the (0, D) input itself
+    else:
+        gx, _ = pairwise_backward(xp, dres, terms_backward(xp, tres, wmat))
+    if nres is not None:
+        gx = normalize_backward(xp, nres, gx)
+    return xp.astype(gx, dtype), None
+
+
+@defvjp(_all_pairs_fwd, _all_pairs_bwd)
+def contrastive_loss_all_pairs(
+    x: Any,
+    labels: Any,
+    *,
+    margin: float = 1.0,
+    pos_margin: float = 0.0,
+    power: int = 2,
+    metric: str = "euclidean",
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Any:
+    r"""Contrastive loss over every unordered pair i < j of a labeled batch.
+
+    .. math::
+
+        L = \mathrm{reduce}_{i<j}\; s_{ij}\,[d_{ij} - m_+]_+^{\,p}
+            + (1 - s_{ij})\,[m - d_{ij}]_+^{\,p},
+        \qquad s_{ij} = (y_i = y_j),
+
+    i.e. :func:`contrastive_loss` on the B(B−1)/2 explicit pairs
+    :math:`(x_i, x_j)`, i < j, computed from the ``[B, B]`` distance matrix
+    (:func:`refloss.pairwise_distances`) with an upper-triangle mask:
+    O(B² + B·D) memory, no pair list.
+
+    Reductions: ``"mean"`` divides by B(B−1)/2 (0 when B < 2), ``"sum"``,
+    ``"mean_nonzero"`` divides by the number of strictly positive terms (0
+    when there are none), and ``"none"`` returns the B(B−1)/2 terms in
+    row-major order (0,1), (0,2), …, (0,B−1), (1,2), …
+
+    Gradient (through :func:`refloss.vjp`): with :math:`w_{ij}` the upstream
+    weight of pair (i, j), the matrix
+    :math:`G_{ij} = w_{ij}\,\partial l/\partial d_{ij}` for i < j (0 elsewhere),
+    :math:`\partial l/\partial d = s\,p\,[d - m_+]_+^{\,p-1} - (1 - s)\,p\,[m - d]_+^{\,p-1}`,
+    goes through the scatter-free matrix backward of
+    :func:`refloss.pairwise_distances` (and :func:`refloss.l2_normalize` with
+    ``normalize=True``). A hinge exactly at 0 has subgradient 0; identical
+    embeddings under euclidean get the finite subgradient 0 of d.
+
+    Conventions as :func:`contrastive_loss` (Hadsell without ½; ``power=1``
+    is pytorch-metric-learning's linear hinge). PML counts ordered pairs
+    (each twice) and reduces positives and negatives separately, so its
+    default differs from every reduction here.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        margin, pos_margin, power, metric, normalize: as
+            :func:`contrastive_loss`.
+        reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
+            ``"none"``.
+
+    Returns:
+        A 0-d array (``[B(B-1)/2]`` for ``"none"``) in the namespace, device
+        and dtype of ``x``.
+
+    Example:
+        >>> import numpy as np, refloss as rl
+        >>> x = np.array([[0.0, 0.0], [0.6, 0.8], [0.0, -0.5]])
+        >>> rl.contrastive_loss_all_pairs(x, np.array([0, 0, 1]), reduction="none")
+        array([1.  , 0.25, 0.  ])
+
+    References:
+        Hadsell, Chopra, LeCun. Dimensionality Reduction by Learning an
+        Invariant Mapping. CVPR 2006. pytorch-metric-learning
+        ``losses/contrastive_loss.py`` (all pairs of a labeled batch).
+    """
+    return _all_pairs_fwd(
+        x,
+        labels,
+        margin=margin,
+        pos_margin=pos_margin,
+        power=power,
+        metric=metric,
+        normalize=normalize,
+        reduction=reduction,
+    )[0]

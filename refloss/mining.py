@@ -1,0 +1,347 @@
+r"""Triplet mining over a labeled batch, and the row-wise search behind it.
+
+Notation: :math:`d_{ij}` the distance between embeddings i and j under
+``metric``; a *positive* of anchor a is :math:`p \ne a` with
+:math:`y_p = y_a`, a *negative* is n with :math:`y_n \ne y_a`.
+
+* **batch-hard** (Hermans, Beyer, Leibe 2017): per anchor with at least one
+  positive and one negative, the hardest positive
+  :math:`p_a = \arg\max_p d_{ap}` and the hardest negative
+  :math:`n_a = \arg\min_n d_{an}`.
+* **semi-hard** (Schroff et al. 2015, as TensorFlow defines it): per ordered
+  positive pair (a, p) whose anchor has at least one negative,
+  :math:`n^* = \arg\min\{d_{an} : d_{an} > d_{ap}\}` (strict), and when no
+  negative is farther than the positive, :math:`n^* = \arg\max_n d_{an}`.
+
+Ties in every max/min go to the lowest index, identically on every backend:
+maxima and minima are found as values first, then the lowest column holding
+that value; sorted orders come from a *stable* row-wise ``argsort``.
+
+Semi-hard mining costs O(B² log B): each anchor's negative distances are
+sorted once (non-negatives pushed to +inf), and every positive is answered
+by a rank lookup, the number of negatives :math:`\le d_{ap}`, found by
+:func:`row_searchsorted`. The array API's ``searchsorted`` takes a 1-D
+sorted array only, so the row-wise search is a branch-free binary search:
+:math:`\lceil\log_2(n+1)\rceil` rounds of ``take_along_axis`` and ``where``
+(PyTorch's native batched ``searchsorted`` is used as a fast path; both give
+identical integers). Memory is O(B²): nothing of size B³ is ever formed.
+
+The miners return index arrays of data-dependent length (they use
+``nonzero``); the losses in :mod:`refloss.triplet` use the same selection
+without ``nonzero`` and run where data-dependent shapes are unavailable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device as _device
+from array_api_compat import (
+    is_array_api_strict_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
+
+from . import _checks
+from .distances import METRICS, pairwise_backward, pairwise_forward
+from .normalization import normalize_backward, normalize_forward
+
+__all__ = ["mine_batch_hard", "mine_semihard", "row_searchsorted"]
+
+SIDES = ("left", "right")
+# Elements of the (rows × queries) working arrays of one search chunk: small
+# (cache-sized) blocks on the CPU libraries, large ones elsewhere (fewer launches).
+_SEARCH_ELEMENTS_CPU = 1 << 16
+_SEARCH_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------
+# row-wise search
+
+
+def row_searchsorted(
+    xp: Any, sorted_rows: Any, queries: Any, *, side: str = "left", portable: bool = False
+) -> Any:
+    r"""Per row r, how many entries of ``sorted_rows[r]`` lie below each query.
+
+    ``out[r, j] = #{i : sorted_rows[r, i] < queries[r, j]}`` for ``side="left"``
+    and ``#{i : sorted_rows[r, i] <= queries[r, j]}`` for ``side="right"`` —
+    NumPy's ``searchsorted`` applied row by row. ``sorted_rows`` is ``[R, n]``
+    with ascending rows (``+inf`` allowed), ``queries`` is ``[R, m]`` of the
+    same floating dtype; the result is ``[R, m]`` in the default index dtype.
+
+    The portable path is a branch-free binary search (binary lifting): the
+    count is built from the highest power of two down, one ``take_along_axis``,
+    one comparison and one ``where`` per round, :math:`\lceil\log_2(n+1)\rceil`
+    rounds, on rows padded with +inf to :math:`2^{rounds} - 1` entries (so
+    every probe is in range), over row chunks so that the working arrays stay
+    small (cache-sized on NumPy and array-api-strict). It uses
+    only the 2024.12 standard and works without data-dependent shapes.
+    PyTorch namespaces delegate to ``torch.searchsorted`` (batched natively)
+    unless ``portable=True``; the two give identical results.
+    """
+    _checks.check_choice("side", side, SIDES)
+    if not portable and is_torch_namespace(xp):
+        return xp.searchsorted(sorted_rows, queries, side=side)
+    rows, n = sorted_rows.shape
+    m = queries.shape[1]
+    idx = _checks.default_index_dtype(xp, _device(queries))
+    if rows == 0 or m == 0 or n == 0:
+        return xp.zeros((rows, m), dtype=idx, device=_device(queries))
+    budget = _SEARCH_ELEMENTS_CPU if _cpu_library(xp) else _SEARCH_ELEMENTS
+    out = []
+    for r0, r1 in _chunks(rows, budget // max(m, 1)):
+        out.append(_search_block(xp, sorted_rows[r0:r1, :], queries[r0:r1, :], side, idx))
+    return xp.concat(out, axis=0) if len(out) > 1 else out[0]
+
+
+def _search_block(xp, s, q, side, idx):
+    rows, n = s.shape
+    rounds = n.bit_length()  # == ceil(log2(n + 1))
+    width = (1 << rounds) - 1
+    if width > n:  # pad with +inf so that every probe is in range
+        pad = xp.full((rows, width - n), float("inf"), dtype=s.dtype, device=_device(s))
+        s = xp.concat([s, pad], axis=1)
+    pos = xp.zeros(q.shape, dtype=idx, device=_device(q))
+    step = 1 << (rounds - 1)
+    while step:
+        # invariant: the first pos entries are below q; probe entry pos + step - 1
+        val = xp.take_along_axis(s, pos + (step - 1), axis=1)
+        below = (val < q) if side == "left" else (val <= q)
+        pos = xp.where(below, pos + step, pos)
+        step >>= 1
+    # a +inf query with side "right" also counts the padding
+    return xp.minimum(pos, n)
+
+
+def _cpu_library(xp):
+    return is_numpy_namespace(xp) or is_array_api_strict_namespace(xp)
+
+
+def _chunks(n, step):
+    step = max(1, step)
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+# --------------------------------------------------------------------------
+# shared stages: validation, embeddings -> distance matrix, label masks
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool (True or False), got {type(value).__name__}")
+    return value
+
+
+def check_labeled_batch(x: Any, labels: Any, metric: Any, normalize: Any) -> Any:
+    """Validate ``(x, labels, metric, normalize)``; returns the namespace."""
+    xp = _checks.namespace(x=x, labels=labels)
+    _checks.check_float(xp, "x", x)
+    _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
+    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    _checks.check_choice("metric", metric, METRICS)
+    check_bool("normalize", normalize)
+    _checks.check_finite(xp, "x", x)
+    return xp
+
+
+def embed_forward(xp: Any, x: Any, metric: str, normalize: bool):
+    """``(D, residuals)``: optional L2 normalisation, then the B×B distances."""
+    nres = None
+    if normalize:
+        x, nres = normalize_forward(xp, x)
+    d, dres = pairwise_forward(xp, x, None, metric)
+    return d, (nres, dres)
+
+
+def embed_backward(xp: Any, residuals: Any, g: Any) -> Any:
+    """∂L/∂x from G = ∂L/∂D (B×B): two GEMMs, then the normalisation's chain rule."""
+    nres, dres = residuals
+    gx, _ = pairwise_backward(xp, dres, g)
+    if nres is not None:
+        gx = normalize_backward(xp, nres, gx)
+    return gx
+
+
+def label_masks(xp: Any, labels: Any, like: Any):
+    """``(pos, neg, cols)``: positives p != a with y_p = y_a, negatives y_n != y_a,
+    and the column indices ``arange(B)`` (default index dtype)."""
+    b = labels.shape[0]
+    idx = _checks.default_index_dtype(xp, _device(like))
+    cols = xp.arange(b, dtype=idx, device=_device(like))
+    same = labels[:, None] == labels[None, :]
+    pos = same & (cols[:, None] != cols[None, :])
+    return pos, ~same, cols
+
+
+# --------------------------------------------------------------------------
+# selection (no data-dependent shapes)
+
+
+def arg_extreme(xp: Any, d: Any, mask: Any, cols: Any, *, largest: bool):
+    """Per row, ``(value, index, has)`` of the max (``largest``) or min of ``d``
+    over ``mask``; ties go to the lowest column; rows with an empty mask get
+    value 0, index 0 and ``has`` False. The value is gathered at the index
+    (so autograd through it reaches exactly that entry)."""
+    b = d.shape[0]
+    fill = -float("inf") if largest else float("inf")
+    masked = xp.where(mask, d, fill)
+    best = xp.max(masked, axis=1) if largest else xp.min(masked, axis=1)
+    hit = mask & (masked == best[:, None])
+    index = xp.min(xp.where(hit, cols[None, :], b), axis=1)
+    has = xp.any(mask, axis=1)
+    index = xp.where(has, index, 0)
+    value = xp.take_along_axis(d, index[:, None], axis=1)[:, 0]
+    return xp.where(has, value, 0.0), index, has
+
+
+class BatchHard:
+    """Batch-hard selection: positive/negative index and distance per anchor."""
+
+    __slots__ = ("d_an", "d_ap", "neg", "pos", "valid")
+
+    def __init__(self, xp: Any, d: Any, labels: Any) -> None:
+        pos_mask, neg_mask, cols = label_masks(xp, labels, d)
+        self.d_ap, self.pos, has_p = arg_extreme(xp, d, pos_mask, cols, largest=True)
+        self.d_an, self.neg, has_n = arg_extreme(xp, d, neg_mask, cols, largest=False)
+        self.valid = has_p & has_n
+
+
+class SemiHard:
+    """Semi-hard selection for every ordered pair (a, p), in sorted-negative terms.
+
+    Attributes: ``valid`` (B×B: p is a positive of a and a has a negative),
+    ``order`` (row-wise stable argsort of the negative distances, non-negatives
+    last), ``sorted_neg`` (the sorted distances, +inf past the negatives),
+    ``n_neg`` (negatives per anchor), ``fallback`` (per anchor, the sorted
+    position of the lowest-index largest negative), ``d_an`` (B×B:
+    :math:`d_{an^*}`, 0 where not valid) and, with ``with_index=True``,
+    ``neg`` (B×B: the index n*).
+    """
+
+    __slots__ = ("d_an", "fallback", "n_neg", "neg", "order", "sorted_neg", "valid")
+
+    def __init__(
+        self, xp: Any, d: Any, labels: Any, *, with_index: bool = False,
+        portable: bool = False,
+    ) -> None:
+        b = d.shape[0]
+        pos_mask, neg_mask, _ = label_masks(xp, labels, d)
+        idx = _checks.default_index_dtype(xp, _device(d))
+        self.n_neg = xp.astype(xp.count_nonzero(neg_mask, axis=1), idx)
+        self.valid = pos_mask & (self.n_neg > 0)[:, None]
+        neg_d = xp.where(neg_mask, d, float("inf"))
+        self.order = xp.argsort(neg_d, axis=1, stable=True)
+        self.sorted_neg = xp.take_along_axis(neg_d, self.order, axis=1)
+        del neg_d
+        last = xp.clip(self.n_neg - 1, 0, max(b - 1, 0))
+        # fallback: the largest negative; among ties the lowest index, which a
+        # stable sort puts first in its run of equal values
+        largest = xp.take_along_axis(self.sorted_neg, last[:, None], axis=1)
+        fallback = row_searchsorted(
+            xp, self.sorted_neg, largest, side="left", portable=portable
+        )[:, 0]
+        self.fallback = xp.clip(fallback, 0, max(b - 1, 0))
+        # the first negative strictly farther than d_ap sits at #{d_an <= d_ap}
+        slot = row_searchsorted(xp, self.sorted_neg, d, side="right", portable=portable)
+        slot = xp.where(slot < self.n_neg[:, None], slot, self.fallback[:, None])
+        slot = xp.clip(slot, 0, max(b - 1, 0))
+        self.neg = xp.take_along_axis(self.order, slot, axis=1) if with_index else None
+        d_an = xp.take_along_axis(self.sorted_neg, slot, axis=1)
+        self.d_an = xp.where(self.valid, d_an, 0.0)
+
+
+# --------------------------------------------------------------------------
+# public miners
+
+
+def _prepare(x, labels, metric, normalize):
+    xp = check_labeled_batch(x, labels, metric, normalize)
+    xc = xp.astype(x, _checks.compute_dtype(xp, x.dtype))
+    d, _ = embed_forward(xp, xc, metric, normalize)
+    return xp, d
+
+
+def _empty_triplets(xp, like):
+    idx = _checks.default_index_dtype(xp, _device(like))
+    e = xp.zeros((0,), dtype=idx, device=_device(like))
+    return e, e, e
+
+
+def mine_batch_hard(
+    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False
+) -> tuple[Any, Any, Any]:
+    r"""Batch-hard triplets: one ``(a, p, n)`` per anchor that has a positive and a negative.
+
+    :math:`p_a = \arg\max_{p:\,y_p = y_a,\,p\ne a} d_{ap}` (the hardest positive)
+    and :math:`n_a = \arg\min_{n:\,y_n \ne y_a} d_{an}` (the hardest negative);
+    ties go to the lowest index on every backend. Anchors without a positive
+    (a class with one sample) or without a negative (a single class) yield no
+    triplet.
+
+    ``triplet_margin_loss(x[a], x[p], x[n], ...)`` on the returned indices
+    equals :func:`refloss.batch_hard_triplet_loss` with the same options.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        normalize: L2-normalise the embeddings first.
+
+    Returns:
+        Three ``[T]`` integer arrays (anchor, positive, negative) in the
+        namespace and on the device of ``x``, anchors ascending; T is data
+        dependent (this function uses ``nonzero``).
+
+    References:
+        Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+        Re-Identification. arXiv:1703.07737, 2017.
+    """
+    xp, d = _prepare(x, labels, metric, normalize)
+    if d.shape[0] == 0:
+        return _empty_triplets(xp, x)
+    sel = BatchHard(xp, d, labels)
+    (anchor,) = xp.nonzero(sel.valid)
+    return anchor, xp.take(sel.pos, anchor), xp.take(sel.neg, anchor)
+
+
+def mine_semihard(
+    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False
+) -> tuple[Any, Any, Any]:
+    r"""Semi-hard triplets (TensorFlow's rule): one ``(a, p, n)`` per ordered positive pair.
+
+    For each ordered pair (a, p), :math:`p \ne a`, :math:`y_p = y_a`, whose
+    anchor has a negative: :math:`n^*` is the negative with the smallest
+    :math:`d_{an}` among those with :math:`d_{an} > d_{ap}` (strictly); if
+    there is none, the negative with the largest :math:`d_{an}`. Ties go to
+    the lowest index. There is no upper bound :math:`d_{ap} + m` (as in
+    TensorFlow Addons' ``triplet_semihard_loss``, whose docstring suggests one).
+
+    O(B² log B) time and O(B²) memory: one stable row-wise sort of the
+    negatives, then a row-wise search of every :math:`d_{ap}`.
+
+    ``triplet_margin_loss(x[a], x[p], x[n], ...)`` on the returned indices
+    equals :func:`refloss.semihard_triplet_loss` with the same options.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        normalize: L2-normalise the embeddings first.
+
+    Returns:
+        Three ``[T]`` integer arrays (anchor, positive, negative), in row-major
+        order of (a, p), in the namespace and on the device of ``x``.
+
+    References:
+        Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015. TensorFlow Addons
+        ``tfa.losses.triplet_semihard_loss``.
+    """
+    xp, d = _prepare(x, labels, metric, normalize)
+    b = d.shape[0]
+    if b == 0:
+        return _empty_triplets(xp, x)
+    sel = SemiHard(xp, d, labels, with_index=True)
+    anchor, positive = xp.nonzero(sel.valid)
+    negative = xp.take(xp.reshape(sel.neg, (-1,)), anchor * b + positive)
+    return anchor, positive, negative

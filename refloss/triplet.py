@@ -1,0 +1,706 @@
+r"""Triplet losses: explicit triplets, batch-all, batch-hard and semi-hard.
+
+For a triplet (a, p, n) with distances :math:`d_{ap}`, :math:`d_{an}`:
+
+* hinge (Schroff et al. 2015): :math:`l = [d_{ap} - d_{an} + m]_+`,
+  evaluated as :math:`\max((d_{ap} + m) - d_{an},\, 0)`;
+* soft margin (Hermans et al. 2017): :math:`l = \mathrm{softplus}(d_{ap} - d_{an})
+  = \log(1 + e^{d_{ap} - d_{an}})`, computed stably as
+  :math:`\max(z, 0) + \log1p(e^{-|z|})`; the margin is ignored.
+
+The hinge's subgradient at exactly 0 is 0 (relu): a triplet exactly at the
+margin neither pulls nor counts in "mean_nonzero". Softplus' derivative is
+the logistic :math:`\sigma(z)`.
+
+Labeled-batch losses (``batch_all_triplet_loss``, ``batch_hard_triplet_loss``,
+``semihard_triplet_loss``) compose: optional L2 normalisation → the B×B
+distance matrix D → mining and per-term loss → reduction. Their backward
+builds :math:`G = \partial L/\partial D` (B×B) without scatter — mined
+positions enter as ``cols == index[:, None]`` masks or through sorted-order
+prefix sums — and then applies the distance VJP (two GEMMs). Memory is
+O(B² + B·D) throughout; nothing of size B³ is formed except B×B-sized
+anchor chunks of the soft batch-all loss.
+
+Conventions shared by the labeled losses: a positive of a is :math:`p \ne a`
+with :math:`y_p = y_a`, a negative has :math:`y_n \ne y_a`; anchors (or
+pairs) without a positive or a negative give no term and are not counted;
+no valid term at all gives the loss 0 and the gradient 0; ties in a max/min
+go to the lowest index on every backend (see :mod:`refloss.mining`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device as _device
+
+from . import _checks
+from .distances import METRICS, paired_backward, paired_forward
+from .mining import (
+    BatchHard,
+    SemiHard,
+    check_bool,
+    check_labeled_batch,
+    embed_backward,
+    embed_forward,
+    label_masks,
+    row_searchsorted,
+)
+from .normalization import normalize_backward, normalize_forward
+from .reductions import REDUCTIONS, reduce_backward, reduce_forward
+from .vjp import defvjp
+
+__all__ = [
+    "batch_all_triplet_loss",
+    "batch_hard_triplet_loss",
+    "semihard_triplet_loss",
+    "triplet_margin_loss",
+]
+
+# Elements of one anchor chunk (anchors × B × B) of the soft batch-all loss;
+# a chunk never exceeds max(B², this).
+_TRIPLET_ELEMENTS = 1 << 20
+
+
+# --------------------------------------------------------------------------
+# per-term pieces
+
+
+def _hinge(xp, z, soft):
+    if soft:
+        return _softplus(xp, z)
+    return xp.where(z > 0, z, 0.0)
+
+
+def _hinge_grad(xp, z, soft):
+    if soft:
+        return _sigmoid(xp, z)
+    return xp.astype(z > 0, z.dtype)
+
+
+def _softplus(xp, z):
+    # max(z, 0) + log1p(exp(-|z|)), written with wheres so that autograd
+    # through it gives sigma(z) everywhere (0.5 at z = 0) and exp never overflows
+    up = xp.where(z > 0, z, 0.0)
+    down = xp.where(z > 0, 0.0, z)
+    return up + xp.log1p(xp.exp(down - up))
+
+
+def _sigmoid(xp, z):
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _argument(d_ap, d_an, margin, soft):
+    """The hinge argument (d_ap + m) - d_an, or d_ap - d_an for the soft margin."""
+    return d_ap - d_an if soft else (d_ap + margin) - d_an
+
+
+def _reduce(xp, terms, reduction, count):
+    """Reduce a term vector or B×B term matrix; ``count`` is the "mean" divisor."""
+    if reduction == "none":
+        return reduce_forward(xp, terms, "none")
+    flat = xp.reshape(terms, (-1,))
+    if reduction == "mean":
+        return reduce_forward(xp, flat, "mean", count)
+    return reduce_forward(xp, flat, reduction)
+
+
+def _upstream(xp, rres, g, mask, dtype):
+    """``(weights, scale)``: the upstream weight of each term as ``weights * scale``.
+
+    For a scalar reduction ``weights`` is the 0/1 ``mask`` (so prefix sums of
+    it are exact counts) and ``scale`` the 0-d factor g/denominator; for
+    "none" ``weights`` is g on the mask and ``scale`` is None.
+    """
+    if rres[0] == "none":
+        return xp.where(mask, g, 0.0), None
+    return xp.astype(mask, dtype), reduce_backward(xp, rres, g, g)
+
+
+def _scaled(g, scale):
+    return g if scale is None else scale * g
+
+
+# --------------------------------------------------------------------------
+# validation
+
+
+def _check_options(margin, soft, reduction):
+    margin = _checks.check_margin("margin", margin)
+    check_bool("soft", soft)
+    _checks.check_choice("reduction", reduction, REDUCTIONS)
+    return margin
+
+
+def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction):
+    xp = check_labeled_batch(x, labels, metric, normalize)
+    margin = _check_options(margin, soft, reduction)
+    dtype = x.dtype
+    xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
+    d, eres = embed_forward(xp, xc, metric, normalize)
+    return xp, dtype, margin, d, eres
+
+
+def _empty(xp, x, d, reduction, shape):
+    """``(value, residuals)`` of an empty batch: the loss 0 (or no terms), gradient 0."""
+    terms = xp.zeros(shape, dtype=d.dtype, device=_device(d))
+    value, _ = _reduce(xp, terms, reduction, 0)
+    return xp.astype(value, x.dtype), (xp, x.dtype, xp.zeros_like(x))
+
+
+# --------------------------------------------------------------------------
+# explicit triplets
+
+
+def _triplet_fwd(
+    anchor, positive, negative, *, margin=1.0, metric="euclidean", soft=False,
+    swap=False, normalize=False, reduction="mean",
+):
+    xp = _checks.namespace(anchor=anchor, positive=positive, negative=negative)
+    arrays = {"anchor": anchor, "positive": positive, "negative": negative}
+    for name, arr in arrays.items():
+        _checks.check_float(xp, name, arr)
+        _checks.check_rank(name, arr, 2, "a 2-D array (batch, dim)")
+    for name in ("positive", "negative"):
+        arr = arrays[name]
+        if tuple(arr.shape) != tuple(anchor.shape):
+            raise ValueError(
+                f"{name}: expected shape {tuple(anchor.shape)} (as anchor), "
+                f"got {tuple(arr.shape)}"
+            )
+        if arr.dtype != anchor.dtype:
+            raise TypeError(
+                f"{name}: expected the dtype of anchor ({anchor.dtype}), got {arr.dtype}"
+            )
+    margin = _check_options(margin, soft, reduction)
+    check_bool("swap", swap)
+    check_bool("normalize", normalize)
+    _checks.check_choice("metric", metric, METRICS)
+    for name, arr in arrays.items():
+        _checks.check_finite(xp, name, arr)
+
+    dtype = anchor.dtype
+    cdt = _checks.compute_dtype(xp, dtype)
+    a, p, n = (xp.astype(v, cdt) for v in (anchor, positive, negative))
+    nres = (None, None, None)
+    if normalize:
+        (a, ra), (p, rp), (n, rn) = (normalize_forward(xp, v) for v in (a, p, n))
+        nres = (ra, rp, rn)
+    d_ap, r_ap = paired_forward(xp, a, p, metric)
+    d_an, r_an = paired_forward(xp, a, n, metric)
+    use_pn, r_pn = None, None
+    d_neg = d_an
+    if swap:
+        d_pn, r_pn = paired_forward(xp, p, n, metric)
+        use_pn = d_pn < d_an  # a tie keeps d_an
+        d_neg = xp.where(use_pn, d_pn, d_an)
+    z = _argument(d_ap, d_neg, margin, soft)
+    terms = _hinge(xp, z, soft)
+    value, rres = reduce_forward(xp, terms, reduction)
+    res = (xp, dtype, soft, z, terms, rres, r_ap, r_an, r_pn, use_pn, nres)
+    return xp.astype(value, dtype), res
+
+
+def _triplet_bwd(residuals, g):
+    xp, dtype, soft, z, terms, rres, r_ap, r_an, r_pn, use_pn, nres = residuals
+    w = reduce_backward(xp, rres, g, terms) * _hinge_grad(xp, z, soft)
+    ga, gp = paired_backward(xp, r_ap, w)
+    if use_pn is None:
+        ga2, gn = paired_backward(xp, r_an, -w)
+        ga = ga + ga2
+    else:
+        ga2, gn = paired_backward(xp, r_an, xp.where(use_pn, 0.0, -w))
+        gp2, gn2 = paired_backward(xp, r_pn, xp.where(use_pn, -w, 0.0))
+        ga, gp, gn = ga + ga2, gp + gp2, gn + gn2
+    grads = [ga, gp, gn]
+    for i, r in enumerate(nres):
+        if r is not None:
+            grads[i] = normalize_backward(xp, r, grads[i])
+    return tuple(xp.astype(v, dtype) for v in grads)
+
+
+@defvjp(_triplet_fwd, _triplet_bwd)
+def triplet_margin_loss(
+    anchor: Any,
+    positive: Any,
+    negative: Any,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    soft: bool = False,
+    swap: bool = False,
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Any:
+    r"""Triplet loss on explicit triplets :math:`(a_i, p_i, n_i)`.
+
+    .. math:: l_i = [d(a_i, p_i) - d(a_i, n_i) + m]_+
+       \quad\text{or, with soft=True,}\quad
+       l_i = \log\bigl(1 + e^{d(a_i, p_i) - d(a_i, n_i)}\bigr)
+
+    The hinge is evaluated as :math:`\max((d_{ap} + m) - d_{an}, 0)`; the
+    soft margin ignores ``margin``. ``swap=True`` (Balntas et al. 2016)
+    replaces :math:`d_{an}` by :math:`\min(d_{an}, d_{pn})`; on a tie
+    :math:`d_{an}` is used (and receives the gradient).
+
+    Gradient (through :func:`refloss.vjp`): with :math:`w_i` the upstream
+    weight of term i times the hinge's derivative (:math:`[z_i > 0]`, 0 at
+    exactly 0; :math:`\sigma(z_i)` for the soft margin),
+    :math:`\partial L/\partial d_{ap,i} = w_i` and
+    :math:`\partial L/\partial d_{an,i} = -w_i` (or :math:`d_{pn,i}` when
+    swapped), then the paired-distance VJP (see
+    :func:`refloss.paired_distances`) and, with ``normalize=True``, the
+    normalisation's.
+
+    Args:
+        anchor, positive, negative: ``[N, D]`` floating arrays, one dtype.
+        margin: :math:`m \ge 0` (default 1.0, as PyTorch and TensorFlow Addons).
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        soft: soft margin (softplus) instead of the hinge.
+        swap: distance swap (Balntas et al. 2016).
+        normalize: L2-normalise the three inputs first.
+        reduction: ``"mean"`` (over the N triplets, default), ``"sum"``,
+            ``"mean_nonzero"`` (over terms > 0) or ``"none"`` (the ``[N]`` terms).
+
+    Returns:
+        A 0-d array (``[N]`` for ``"none"``) in the namespace, device and dtype
+        of ``anchor``. An empty batch gives 0.
+
+    Differences from ``torch.nn.functional.triplet_margin_loss``: no epsilon
+    is added to the differences (d(x, x) = 0 exactly), and the hinge's
+    gradient at exactly 0 is 0 (torch's ``clamp_min`` passes 1).
+
+    References:
+        Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015. Hermans, Beyer,
+        Leibe. In Defense of the Triplet Loss. 2017 (soft margin). Balntas,
+        Riba, Ponsa, Mikolajczyk. Learning local feature descriptors with
+        triplets and shallow convolutional neural networks. BMVC 2016 (swap).
+    """
+    return _triplet_fwd(
+        anchor, positive, negative, margin=margin, metric=metric, soft=soft,
+        swap=swap, normalize=normalize, reduction=reduction,
+    )[0]
+
+
+# --------------------------------------------------------------------------
+# batch-hard
+
+
+def _batch_hard_fwd(
+    x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
+    reduction="mean",
+):
+    xp, dtype, margin, d, eres = _labeled_forward(
+        x, labels, margin, metric, soft, normalize, reduction
+    )
+    b = d.shape[0]
+    if b == 0:
+        return _empty(xp, x, d, reduction, (0,))
+    sel = BatchHard(xp, d, labels)
+    z = _argument(sel.d_ap, sel.d_an, margin, soft)
+    terms = xp.where(sel.valid, _hinge(xp, z, soft), 0.0)
+    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid))
+    res = (xp, dtype, (eres, sel, z, soft, terms, rres))
+    return xp.astype(value, dtype), res
+
+
+def _batch_hard_bwd(residuals, g):
+    xp, dtype, res = residuals
+    if not isinstance(res, tuple):  # empty batch
+        return res, None
+    eres, sel, z, soft, terms, rres = res
+    w = reduce_backward(xp, rres, g, terms)
+    w = xp.where(sel.valid, w * _hinge_grad(xp, z, soft), 0.0)
+    b = terms.shape[0]
+    cols = xp.arange(b, dtype=sel.pos.dtype, device=_device(terms))
+    onehot_p = xp.astype(cols[None, :] == sel.pos[:, None], w.dtype)
+    onehot_n = xp.astype(cols[None, :] == sel.neg[:, None], w.dtype)
+    gx = embed_backward(xp, eres, w[:, None] * (onehot_p - onehot_n))
+    return xp.astype(gx, dtype), None
+
+
+@defvjp(_batch_hard_fwd, _batch_hard_bwd)
+def batch_hard_triplet_loss(
+    x: Any,
+    labels: Any,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    soft: bool = False,
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Any:
+    r"""Batch-hard triplet loss (Hermans et al. 2017): one term per valid anchor.
+
+    .. math:: l_a = \bigl[\max_{p} d_{ap} - \min_{n} d_{an} + m\bigr]_+
+       \quad\text{(soft: } \mathrm{softplus}(\max_p d_{ap} - \min_n d_{an})\text{)}
+
+    over positives :math:`p \ne a`, :math:`y_p = y_a`, and negatives
+    :math:`y_n \ne y_a`. An anchor is *valid* when it has at least one
+    positive and one negative; invalid anchors give no term and are not
+    counted. Ties in the max/min go to the lowest index (see
+    :func:`refloss.mine_batch_hard`, whose triplets give the same loss through
+    :func:`refloss.triplet_margin_loss`).
+
+    Gradient: with :math:`w_a` the upstream weight of term a times the hinge's
+    derivative (0 for invalid anchors), :math:`G = \partial L/\partial D` has
+    :math:`G_{a p_a} = w_a` and :math:`G_{a n_a} = -w_a` — built as
+    ``w[:, None] * (onehot(p) - onehot(n))``, no scatter — then the
+    distance VJP. Only the selected pairs receive gradient.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        margin: :math:`m \ge 0` (ignored when ``soft``).
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        soft: soft margin (Hermans et al.) instead of the hinge.
+        normalize: L2-normalise the embeddings first.
+        reduction: ``"mean"`` over valid anchors (default; 0 when there is
+            none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
+            ``"none"``: the ``[B]`` terms, **0 for invalid anchors**.
+
+    Returns:
+        A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
+        dtype of ``x``.
+
+    Unlike TensorFlow Addons' ``triplet_hard_loss`` and omoindrot's version,
+    anchors without a positive or a negative are not counted (they are in
+    theirs, with a made-up positive distance 0); see ``refloss.compat``.
+
+    References:
+        Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+        Re-Identification. arXiv:1703.07737, 2017.
+    """
+    return _batch_hard_fwd(
+        x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
+        reduction=reduction,
+    )[0]
+
+
+# --------------------------------------------------------------------------
+# semi-hard
+
+
+def _semihard_fwd(
+    x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
+):
+    xp, dtype, margin, d, eres = _labeled_forward(
+        x, labels, margin, metric, False, normalize, reduction
+    )
+    b = d.shape[0]
+    if b == 0:
+        return _empty(xp, x, d, reduction, (0, 0))
+    sel = SemiHard(xp, d, labels)
+    z = _argument(d, sel.d_an, margin, False)
+    terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
+    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid))
+    active = sel.valid & (z > 0)
+    res = (xp, dtype, (eres, d, sel, active, rres))
+    return xp.astype(value, dtype), res
+
+
+def _semihard_bwd(residuals, g):
+    xp, dtype, res = residuals
+    if not isinstance(res, tuple):  # empty batch
+        return res, None
+    eres, d, sel, active, rres = res
+    weights, scale = _upstream(xp, rres, g, active, d.dtype)
+    gneg = _semihard_negative_weights(xp, d, sel, weights)
+    gx = embed_backward(xp, eres, _scaled(weights - gneg, scale))
+    return xp.astype(gx, dtype), None
+
+
+def _semihard_negative_weights(xp, d, sel, weights):
+    r"""``H[a, n] = Σ_{p : n*_{ap} = n} W_{ap}`` without scatter, in O(B² log B).
+
+    n*_{ap} sits at sorted position ``slot = #{negatives <= d_ap}`` (or the
+    fallback slot). Sorting each anchor's positives by d_ap and prefix-summing
+    their weights, the weight landing on slot j < n_neg is
+    ``CW(d_ap < s_j) - CW(d_ap < s_{j-1})`` (s the sorted negatives); the rest
+    (d_ap >= the largest negative) lands on the fallback slot. The inverse
+    permutation of the negatives' sort maps slots back to columns.
+    """
+    b = d.shape[0]
+    cols = xp.arange(b, dtype=sel.order.dtype, device=_device(d))
+    pos_d = xp.where(sel.valid, d, float("inf"))
+    order_p = xp.argsort(pos_d, axis=1, stable=True)
+    sorted_p = xp.take_along_axis(pos_d, order_p, axis=1)
+    del pos_d
+    cw = xp.cumulative_sum(
+        xp.take_along_axis(weights, order_p, axis=1), axis=1, include_initial=True
+    )
+    del order_p
+    below = row_searchsorted(xp, sorted_p, sel.sorted_neg, side="left")
+    del sorted_p
+    cl = xp.take_along_axis(cw, below, axis=1)  # weight of the positives with d_ap < s_j
+    del below
+    zero = xp.zeros((b, 1), dtype=d.dtype, device=_device(d))
+    in_range = cols[None, :] < sel.n_neg[:, None]
+    direct = xp.where(in_range, cl - xp.concat([zero, cl[:, :-1]], axis=1), 0.0)
+    last = xp.clip(sel.n_neg - 1, 0, b - 1)
+    fall = cw[:, b] - xp.take_along_axis(cl, last[:, None], axis=1)[:, 0]
+    del cl, cw
+    fall = xp.where(sel.n_neg > 0, fall, 0.0)
+    by_slot = direct + xp.where(cols[None, :] == sel.fallback[:, None], fall[:, None], 0.0)
+    del direct
+    rank = xp.argsort(sel.order, axis=1, stable=True)  # inverse permutation
+    return xp.take_along_axis(by_slot, rank, axis=1)
+
+
+@defvjp(_semihard_fwd, _semihard_bwd)
+def semihard_triplet_loss(
+    x: Any,
+    labels: Any,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Any:
+    r"""Semi-hard triplet loss (FaceNet, as TensorFlow defines it): one term per positive pair.
+
+    For every ordered positive pair (a, p) (:math:`p \ne a`, :math:`y_p = y_a`)
+    whose anchor has a negative:
+
+    .. math:: l_{ap} = [d_{ap} - d_{an^*} + m]_+, \qquad
+       n^* = \arg\min\{d_{an} : y_n \ne y_a,\ d_{an} > d_{ap}\}
+
+    (strictly greater), and when no negative is farther than the positive,
+    :math:`n^*` is the farthest negative. Ties go to the lowest index. No
+    upper bound :math:`d_{ap} + m` restricts the candidates (TensorFlow
+    Addons' definition; its docstring says otherwise).
+
+    O(B² log B) time, O(B²) memory: each anchor's negatives are sorted once
+    and each :math:`d_{ap}` is located by a row-wise binary search
+    (:func:`refloss.mining.row_searchsorted`): :math:`n^*` is the sorted
+    negative at position :math:`\#\{n : d_{an} \le d_{ap}\}`.
+
+    Gradient: with :math:`w_{ap}` the upstream weight times :math:`[z_{ap} > 0]`,
+    :math:`G_{ap} = w_{ap}` and :math:`G_{an} = -\sum_{p:\,n^*_{ap} = n} w_{ap}`.
+    The second sum is computed without scatter: n* is monotone in
+    :math:`d_{ap}`, so the weights landing on each sorted negative are
+    differences of prefix sums over the anchor's positives sorted by distance
+    (a second row-wise search), mapped back to columns by the inverse
+    permutation. The choice of n* is piecewise constant, so it carries no
+    gradient.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        margin: :math:`m \ge 0` (default 1.0, as TensorFlow Addons).
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        normalize: L2-normalise the embeddings first.
+        reduction: ``"mean"`` over the counted positive pairs (default; 0 when
+            there is none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
+            ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where (a, p)
+            is not a counted positive pair**.
+
+    Returns:
+        A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
+        dtype of ``x``.
+
+    Differences from ``tfa.losses.triplet_semihard_loss``: a batch without
+    positive pairs gives 0 (TFA: NaN), and anchors without negatives give no
+    term (TFA: :math:`m + d_{ap}`); see ``refloss.compat.tfa``.
+
+    References:
+        Schroff, Kalenichenko, Philbin. FaceNet: A Unified Embedding for Face
+        Recognition and Clustering. CVPR 2015. TensorFlow Addons
+        ``tensorflow_addons/losses/triplet.py``.
+    """
+    return _semihard_fwd(
+        x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction
+    )[0]
+
+
+# --------------------------------------------------------------------------
+# batch-all
+
+
+def _batch_all_fwd(
+    x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
+    reduction="mean_nonzero",
+):
+    xp, dtype, margin, d, eres = _labeled_forward(
+        x, labels, margin, metric, soft, normalize, reduction
+    )
+    b = d.shape[0]
+    if b == 0:
+        return _empty(xp, x, d, reduction, (0, 0))
+    pos, neg, cols = label_masks(xp, labels, d)
+    n_pos = xp.count_nonzero(pos, axis=1)
+    n_neg = xp.count_nonzero(neg, axis=1)
+    n_valid = xp.sum(n_pos * n_neg)
+    if soft:
+        terms, n_nonzero = _batch_all_soft(xp, d, pos, neg)
+        state = None
+    else:
+        terms, k = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin)
+        n_nonzero = xp.sum(k)
+        state = (k, margin)
+    if reduction == "mean_nonzero":
+        value, rres = _reduce(xp, terms, "mean", n_nonzero)
+    else:
+        value, rres = _reduce(xp, terms, reduction, n_valid)
+    res = (xp, dtype, (eres, d, pos, neg, state, rres))
+    return xp.astype(value, dtype), res
+
+
+def _batch_all_bwd(residuals, g):
+    xp, dtype, res = residuals
+    if not isinstance(res, tuple):  # empty batch
+        return res, None
+    eres, d, pos, neg, state, rres = res
+    weights, scale = _upstream(xp, rres, g, pos, d.dtype)
+    if state is None:
+        gd = _batch_all_soft_grad(xp, d, pos, neg, weights)
+    else:
+        k, margin = state
+        gd = _batch_all_hinge_grad(xp, d, neg, k, margin, weights)
+    gx = embed_backward(xp, eres, _scaled(gd, scale))
+    return xp.astype(gx, dtype), None
+
+
+def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin):
+    r"""Per positive pair, ``S_ap = Σ_n [t_ap - d_an]_+`` with t = d_ap + m, and k_ap.
+
+    Sorted negatives s_0 <= s_1 <= ... of anchor a, shifted by s_0 (which
+    keeps the prefix sums small and their cancellation harmless), prefix sums
+    P; with k = #{n : s_n < t}: ``S = k (t - s_0) - P[k]``.
+    """
+    neg_d = xp.where(neg, d, float("inf"))
+    sorted_neg = xp.take_along_axis(neg_d, xp.argsort(neg_d, axis=1, stable=True), axis=1)
+    del neg_d
+    first = xp.where(n_neg > 0, sorted_neg[:, 0], 0.0)
+    in_range = cols[None, :] < n_neg[:, None]
+    shifted = xp.where(in_range, sorted_neg - first[:, None], 0.0)
+    del in_range
+    prefix = xp.cumulative_sum(shifted, axis=1, include_initial=True)
+    del shifted
+    t = d + margin
+    k = xp.where(pos, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
+    del sorted_neg
+    s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
+    # s >= t - s_0 > 0 wherever k > 0 up to rounding; the where guards the sign
+    return xp.where(s > 0, s, 0.0), k
+
+
+def _batch_all_hinge_grad(xp, d, neg, k, margin, weights):
+    r"""``G_ap = W_ap k_ap`` and ``G_an = -Σ_{p : t_ap > d_an} W_ap``.
+
+    The second sum: sort each anchor's thresholds t_ap (non-positives at
+    -inf, weight 0), prefix-sum their weights CW, and count with a row-wise
+    search (side "right") how many thresholds are <= d_an:
+    ``Σ_{t > d_an} W = CW[B] - CW[#{t <= d_an}]``.
+    """
+    b = d.shape[0]
+    thresholds = xp.where(weights != 0, d + margin, -float("inf"))
+    order_t = xp.argsort(thresholds, axis=1, stable=True)
+    sorted_t = xp.take_along_axis(thresholds, order_t, axis=1)
+    del thresholds
+    cw = xp.cumulative_sum(
+        xp.take_along_axis(weights, order_t, axis=1), axis=1, include_initial=True
+    )
+    del order_t
+    at_most = row_searchsorted(xp, sorted_t, d, side="right")
+    del sorted_t
+    above = cw[:, b][:, None] - xp.take_along_axis(cw, at_most, axis=1)
+    del at_most, cw
+    return weights * xp.astype(k, d.dtype) - xp.where(neg, above, 0.0)
+
+
+def _soft_chunks(b):
+    per = max(1, max(b * b, _TRIPLET_ELEMENTS) // max(b * b, 1))
+    return [(s, min(s + per, b)) for s in range(0, b, per)]
+
+
+def _batch_all_soft(xp, d, pos, neg):
+    """``S_ap = Σ_n softplus(d_ap - d_an)`` over valid triplets, in anchor chunks."""
+    parts = []
+    n_nonzero = 0
+    for a0, a1 in _soft_chunks(d.shape[0]):
+        da = d[a0:a1, :]
+        z = da[:, :, None] - da[:, None, :]
+        valid = pos[a0:a1, :, None] & neg[a0:a1, None, :]
+        sp = xp.where(valid, _softplus(xp, z), 0.0)
+        parts.append(xp.sum(sp, axis=2))
+        n_nonzero = n_nonzero + xp.count_nonzero(sp > 0)
+    return _concat_rows(xp, parts), n_nonzero
+
+
+def _batch_all_soft_grad(xp, d, pos, neg, weights):
+    """``G_ap = W_ap Σ_n σ(z_apn)`` and ``G_an = -Σ_p W_ap σ(z_apn)``, in anchor chunks."""
+    g_ap, g_an = [], []
+    for a0, a1 in _soft_chunks(d.shape[0]):
+        da = d[a0:a1, :]
+        z = da[:, :, None] - da[:, None, :]
+        valid = pos[a0:a1, :, None] & neg[a0:a1, None, :]
+        sg = xp.where(valid, _sigmoid(xp, z), 0.0)
+        wa = weights[a0:a1, :]
+        g_ap.append(wa * xp.sum(sg, axis=2))
+        g_an.append(xp.sum(wa[:, :, None] * sg, axis=1))
+    return _concat_rows(xp, g_ap) - _concat_rows(xp, g_an)
+
+
+def _concat_rows(xp, parts):
+    return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+@defvjp(_batch_all_fwd, _batch_all_bwd)
+def batch_all_triplet_loss(
+    x: Any,
+    labels: Any,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    soft: bool = False,
+    normalize: bool = False,
+    reduction: str = "mean_nonzero",
+) -> Any:
+    r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
+
+    .. math:: L = \sum_{a}\sum_{p \ne a,\, y_p = y_a}\ \sum_{n:\, y_n \ne y_a}
+       [d_{ap} - d_{an} + m]_+ \quad\text{(soft: } \mathrm{softplus}(d_{ap} - d_{an})\text{)}
+
+    Hinge: O(B² log B) time and O(B²) memory, never a list of triplets. Each
+    anchor's negative distances are sorted once (with prefix sums P of the
+    sorted values); for each positive, with :math:`t = d_{ap} + m` and
+    :math:`k = \#\{n : d_{an} < t\}` found by a row-wise binary search,
+    :math:`\sum_n [t - d_{an}]_+ = k\,t - P[k]`. Gradient:
+    :math:`\partial L/\partial d_{ap} = w\,k_{ap}` and
+    :math:`\partial L/\partial d_{an} = -w\,\#\{p : t_{ap} > d_{an}\}` (a second
+    search over the anchor's sorted thresholds; weighted prefix sums for
+    ``"none"``). Soft margin: no shortcut exists; the triplets are evaluated
+    in anchor chunks of at most max(B², 2²⁰) elements, O(B³) time, O(B²) memory.
+
+    Args:
+        x: ``[B, D]`` floating embeddings.
+        labels: ``[B]`` integer labels.
+        margin: :math:`m \ge 0` (ignored when ``soft``).
+        metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        soft: soft margin instead of the hinge.
+        normalize: L2-normalise the embeddings first.
+        reduction: ``"mean_nonzero"`` (default: the sum over the number of
+            triplets whose term is strictly > 0 — for the hinge,
+            :math:`\sum k_{ap}`; Hermans et al.'s :math:`L_{BA\ne0}`,
+            pytorch-metric-learning's AvgNonZeroReducer), ``"mean"`` (over all
+            valid triplets, :math:`\sum_a \#pos(a)\,\#neg(a)`), ``"sum"``, or
+            ``"none"``: the ``[B, B]`` matrix of per-pair sums
+            :math:`S_{ap} = \sum_n l_{apn}` (**0 where (a, p) is not a
+            positive pair**), whose total is the ``"sum"`` value.
+            No valid (or no non-zero) triplet gives 0.
+
+    Returns:
+        A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
+        dtype of ``x``.
+
+    References:
+        Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
+        Re-Identification. 2017 (batch-all, :math:`L_{BA\ne0}`). omoindrot's
+        ``batch_all_triplet_loss`` forms the O(B³) tensor instead.
+    """
+    return _batch_all_fwd(
+        x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
+        reduction=reduction,
+    )[0]
