@@ -15,7 +15,7 @@ from ._meta import PresetInfo, preset, presets, semantics_table
 
 # submodules, in the order of the semantics table; each is imported lazily by
 # all_presets() so that a missing optional one never breaks the package
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("caffe", "kaiyangzhou", "jxgu1016", "facenet", "tf_recipes")
 
 
 def all_presets() -> list:
