@@ -38,9 +38,11 @@ from . import _checks
 from .distances import METRICS, paired_backward, paired_forward
 from .mining import (
     BatchHard,
+    PositiveTable,
     SemiHard,
     check_bool,
     check_labeled_batch,
+    compact_ok,
     embed_backward,
     embed_forward,
     label_masks,
@@ -60,6 +62,9 @@ __all__ = [
 # Elements of one anchor chunk (anchors × B × B) of the soft batch-all loss;
 # a chunk never exceeds max(B², this).
 _TRIPLET_ELEMENTS = 1 << 20
+# Largest class size W for which the compact paths loop over the W columns of
+# the positive table (W passes over B×B) instead of searching or sorting B×B.
+_LOOP_WIDTH = 8
 
 
 # --------------------------------------------------------------------------
@@ -391,6 +396,18 @@ def _semihard_fwd(
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
+    if reduction != "none" and compact_ok(labels):
+        tab = PositiveTable(xp, d, labels)
+        if tab.width <= _LOOP_WIDTH:
+            # small classes: positives from the B×W table, negatives by value
+            pos, neg, _ = label_masks(xp, labels, d)
+            valid, d_an = _semihard_compact(xp, d, neg, tab)
+            z = _argument(tab.d, d_an, margin, False)
+            terms = xp.where(valid, _hinge(xp, z, False), 0.0)
+            value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(valid))
+            active = valid & (z > 0)
+            res = (xp, dtype, (eres, d, (tab, pos, neg, d_an), active, rres))
+            return xp.astype(value, dtype), res
     sel = SemiHard(xp, d, labels)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
@@ -400,12 +417,49 @@ def _semihard_fwd(
     return xp.astype(value, dtype), res
 
 
+def _semihard_compact(xp, d, neg, tab):
+    r"""``(valid, d_an*)`` on the B×W positive table, from sorted negative values.
+
+    The semi-hard negative's distance is the first sorted negative value
+    strictly above d_ap (``searchsorted`` side "right"), else the largest.
+    """
+    b = d.shape[0]
+    n_neg = xp.count_nonzero(neg, axis=1)
+    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1)
+    last = xp.clip(n_neg - 1, 0, b - 1)
+    largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
+    slot = row_searchsorted(xp, sorted_neg, tab.d, side="right")
+    above = xp.take_along_axis(sorted_neg, xp.clip(slot, 0, b - 1), axis=1)
+    valid = tab.valid & (n_neg > 0)[:, None]
+    d_an = xp.where(slot < n_neg[:, None], above, largest)
+    return valid, xp.where(valid, d_an, 0.0)
+
+
+def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights):
+    r"""``G = ∂L/∂D`` for the table path: +W_ap at (a, p), and -W_ap at
+    (a, n*), n* the lowest-index negative at distance d_an* (ties go to the
+    lowest index): one ``argmax`` of a B×B equality mask per table column."""
+    b = d.shape[0]
+    cols = xp.arange(b, dtype=tab.members.dtype, device=_device(d))
+    h = xp.zeros_like(d)
+    for j in range(tab.width):
+        hit = xp.astype(neg & (d == d_an[:, j : j + 1]), d.dtype)
+        n_star = xp.argmax(hit, axis=1)
+        h = h + xp.where(cols[None, :] == n_star[:, None], weights[:, j : j + 1], 0.0)
+    return tab.to_dense(xp, weights, pos) - h
+
+
 def _semihard_bwd(residuals, g):
     xp, dtype, res = residuals
     if not isinstance(res, tuple):  # empty batch
         return res, None
     eres, d, sel, active, rres = res
     weights, scale = _upstream(xp, rres, g, active, d.dtype)
+    if isinstance(sel, tuple):
+        tab, pos, neg, d_an = sel
+        gd = _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights)
+        gx = embed_backward(xp, eres, _scaled(gd, scale))
+        return xp.astype(gx, dtype), None
     gneg = _semihard_negative_weights(xp, d, sel, weights)
     gx = embed_backward(xp, eres, _scaled(weights - gneg, scale))
     return xp.astype(gx, dtype), None
@@ -535,10 +589,16 @@ def _batch_all_fwd(
     if soft:
         terms, n_nonzero = _batch_all_soft(xp, d, pos, neg)
         state = None
+    elif reduction != "none" and compact_ok(labels):
+        # the per-pair sums are only summed: keep them in the B×W table
+        tab = PositiveTable(xp, d, labels)
+        terms, k = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin)
+        n_nonzero = xp.sum(k)
+        state = (k, margin, tab)
     else:
         terms, k = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin)
         n_nonzero = xp.sum(k)
-        state = (k, margin)
+        state = (k, margin, None)
     if reduction == "mean_nonzero":
         value, rres = _reduce(xp, terms, "mean", n_nonzero)
     else:
@@ -555,8 +615,11 @@ def _batch_all_bwd(residuals, g):
     weights, scale = _upstream(xp, rres, g, pos, d.dtype)
     if state is None:
         gd = _batch_all_soft_grad(xp, d, pos, neg, weights)
+    elif state[2] is not None:
+        k, margin, tab = state
+        gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab)
     else:
-        k, margin = state
+        k, margin, _ = state
         gd = _batch_all_hinge_grad(xp, d, neg, k, margin, weights)
     gx = embed_backward(xp, eres, _scaled(gd, scale))
     return xp.astype(gx, dtype), None
@@ -584,6 +647,49 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin):
     s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
     # s >= t - s_0 > 0 wherever k > 0 up to rounding; the where guards the sign
     return xp.where(s > 0, s, 0.0), k
+
+
+def _sorted_negatives(xp, d, neg, n_neg, cols):
+    """``(sorted_neg, first, prefix)``: each row's negative distances sorted
+    (+inf past them), the smallest s_0, and prefix sums of s - s_0."""
+    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1)
+    first = xp.where(n_neg > 0, sorted_neg[:, 0], 0.0)
+    shifted = xp.where(cols[None, :] < n_neg[:, None], sorted_neg - first[:, None], 0.0)
+    prefix = xp.cumulative_sum(shifted, axis=1, include_initial=True)
+    return sorted_neg, first, prefix
+
+
+def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin):
+    r""":func:`_batch_all_hinge` on the positive table: ``(S, k)``, both B×W.
+
+    Only sorted *values* are needed (the sum over the k smallest negatives
+    does not care which columns they are), so the row-wise work is one
+    ``sort``, one ``cumulative_sum`` and B·W searches.
+    """
+    sorted_neg, first, prefix = _sorted_negatives(xp, d, neg, n_neg, cols)
+    t = tab.d + margin
+    k = xp.where(tab.valid, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
+    del sorted_neg
+    s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
+    return xp.where(s > 0, s, 0.0), k
+
+
+def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
+    r"""``G`` of a scalar reduction (unit weights): ``G_ap = k_ap`` and
+    ``G_an = -#{p : d_ap + m > d_an}``, the count taken over the B×W table —
+    W passes of a comparison for small classes, else a row-wise search of
+    every d_an among the sorted thresholds."""
+    dt = d.dtype
+    t = xp.where(tab.valid, tab.d + margin, -float("inf"))
+    if tab.width <= _LOOP_WIDTH:
+        above = xp.zeros_like(d)
+        for j in range(tab.width):
+            above = above + xp.astype(t[:, j : j + 1] > d, dt)
+    else:
+        at_most = row_searchsorted(xp, xp.sort(t, axis=1), d, side="right")
+        above = tab.width - xp.astype(at_most, dt)
+        del at_most
+    return tab.to_dense(xp, xp.astype(k, dt), pos) - xp.where(neg, above, 0.0)
 
 
 def _batch_all_hinge_grad(xp, d, neg, k, margin, weights):

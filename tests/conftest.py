@@ -36,6 +36,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+try:  # the tests use tiny tensors: intra-op threads only add contention
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -101,6 +108,30 @@ BACKENDS = [
     "torch:cuda",
     "cupy",
 ]
+
+
+# Backends that re-run the same code paths as a faster one (JAX compiles each
+# op per shape; strict's device1 repeats strict to check device propagation)
+# draw a third of the profile's examples per property.
+REDUCED_EXAMPLES = {"jax": 3, "array_api_strict:device1": 3}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    fn = getattr(item, "obj", None)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    divisor = REDUCED_EXAMPLES.get(params.get("backend"))
+    current = getattr(fn, "_hypothesis_internal_use_settings", None)
+    if divisor is None or current is None or not hasattr(fn, "hypothesis"):
+        yield
+        return
+    fn._hypothesis_internal_use_settings = settings(
+        current, max_examples=max(1, current.max_examples // divisor)
+    )
+    try:
+        yield
+    finally:
+        fn._hypothesis_internal_use_settings = current
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -190,6 +190,22 @@ def test_torch_fast_path_equals_the_portable_search():
             np.testing.assert_array_equal(fast.numpy(), o_search(s, q, side))
 
 
+def test_numpy_fast_path_equals_the_portable_search():
+    import array_api_compat.numpy as xn
+
+    rng = np.random.default_rng(1)
+    for dtype in (np.float64, np.float32):
+        s = np.sort(rng.integers(0, 50, size=(64, 300)), axis=1).astype(dtype)
+        s[:, 250:] = np.inf
+        q = rng.integers(-2, 52, size=(64, 200)).astype(dtype)
+        q[:, :3] = [-np.inf, np.inf, 10.0]
+        for side in ("left", "right"):
+            fast = row_searchsorted(xn, s, q, side=side)
+            portable = row_searchsorted(xn, s, q, side=side, portable=True)
+            assert fast.dtype == portable.dtype == np.int64
+            np.testing.assert_array_equal(fast, portable)
+
+
 def test_row_search_rejects_an_unknown_side(numpy_backend):
     with pytest.raises(ValueError, match=r"^side: expected one of"):
         row_searchsorted(numpy_backend.xp, np.zeros((1, 2)), np.zeros((1, 1)), side="middle")

@@ -758,6 +758,42 @@ def test_ties_go_to_the_lowest_index(backend, kind, soft, margin):
     assert_close(gx, expected_grad, backend, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean", "mean_nonzero"])
+@pytest.mark.parametrize("kind", ["batch_all", "semihard"])
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_ties_go_to_the_lowest_index_under_scalar_reductions(backend, kind, margin,
+                                                             reduction):
+    """The scalar reductions take the positive-table path (sorted values, a
+    lowest-index ``argmax`` for the semi-hard negative): same tie rule."""
+    x, labels = _tie_batch()
+    expected, expected_grad = o_loss(x, labels, kind, margin=margin, reduction=reduction)
+    value, (gx, _) = rl.value_and_grad(LOSSES[kind], backend.asarray(x),
+                                       backend.asarray(labels), margin=margin,
+                                       reduction=reduction)
+    assert_close(value, expected, backend, rtol=1e-15, atol=0)
+    assert_close(gx, expected_grad, backend, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean_nonzero"])
+@pytest.mark.parametrize("kind", ["batch_all", "semihard"])
+@pytest.mark.parametrize("sizes", [(10, 4, 2), (12, 4), (9, 1, 6)], ids=str)
+def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reduction):
+    """Classes larger than the positive-table loop width (8) take the
+    row-wise search (batch-all) or the sorted-order path (semi-hard). Small
+    integer coordinates make many distances tie exactly; with B = 16 the
+    column means are dyadic, so the centred GEMM is exact and the ties survive
+    in floating point too."""
+    rng = np.random.default_rng(sum(sizes))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    x = rng.integers(-2, 3, size=(labels.shape[0], 2)).astype(np.float64)
+    g = upstream(rng, out_shape(kind, x.shape[0], reduction))
+    expected, expected_grad = o_loss(x, labels, kind, margin=0.5, reduction=reduction, g=g)
+    value, (gx, _) = run(backend, LOSSES[kind], (backend.asarray(x), backend.asarray(labels)),
+                         g, margin=0.5, reduction=reduction)
+    assert_close(value, expected, backend, rtol=1e-12, atol=1e-12)
+    assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
+
+
 def test_hinge_exactly_at_zero_neither_counts_nor_pulls(backend):
     """margin 0 in the tie batch: anchor 0's batch-hard argument is exactly
     1 - 1 + 0 = 0. Its term is 0, it is not counted by "mean_nonzero", and
