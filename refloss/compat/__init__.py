@@ -15,7 +15,10 @@ from ._meta import PresetInfo, preset, presets, semantics_table
 
 # submodules, in the order of the semantics table; each is imported lazily by
 # all_presets() so that a missing optional one never breaks the package
-MODULES: tuple[str, ...] = ("caffe", "kaiyangzhou", "jxgu1016", "facenet", "tf_recipes")
+MODULES: tuple[str, ...] = (
+    "tfa", "tf_contrib", "pml", "torch_nn", "caffe", "kaiyangzhou", "jxgu1016", "facenet",
+    "omoindrot", "triplet_reid", "hadsell", "tf_recipes",
+)
 
 
 def all_presets() -> list:
