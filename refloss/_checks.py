@@ -58,7 +58,8 @@ def namespace(*, optional: tuple[str, ...] = (), **arrays: Any) -> Any:
         raise TypeError(
             f"{', '.join(present)}: expected arrays from one library, got {kinds}"
         ) from None
-    names = list(present)
+    # a JAX tracer reports no device (None): compare the concrete arrays only
+    names = [n for n, a in present.items() if not is_traced(a)]
     if names:
         first = names[0]
         dev0 = _device(present[first])
@@ -108,9 +109,13 @@ def check_same_rows(name: str, a: Any, ref_name: str, ref: Any) -> None:
 
 def check_finite(xp: Any, name: str, a: Any) -> None:
     # a traced array (jax.jit) has no values yet: value checks are skipped there
+    # (a concrete array closed over by a jitted function gives traced results)
     if is_traced(a):
         return
-    if not bool(xp.all(xp.isfinite(a))):
+    ok = xp.all(xp.isfinite(a))
+    if is_traced(ok):
+        return
+    if not bool(ok):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
 
@@ -151,7 +156,10 @@ def check_num_classes(value: Any) -> int:
 def check_label_range(xp: Any, name: str, labels: Any, num_classes: int) -> None:
     if labels.shape[0] == 0 or is_traced(labels):
         return
-    lo, hi = int(xp.min(labels)), int(xp.max(labels))
+    lo, hi = xp.min(labels), xp.max(labels)
+    if is_traced(lo):
+        return
+    lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= num_classes:
         bad = lo if lo < 0 else hi
         raise ValueError(
@@ -191,4 +199,5 @@ def any_true(xp: Any, mask: Any) -> bool:
     """``bool(any(mask))``, or True when ``mask`` is traced (assume work to do)."""
     if is_traced(mask):
         return True
-    return bool(xp.any(mask))
+    found = xp.any(mask)
+    return True if is_traced(found) else bool(found)

@@ -308,7 +308,8 @@ def _check_stats(centers, sums, counts):
     _checks.check_finite(xp, "sums", sums)
     if xp.isdtype(counts.dtype, "real floating"):
         _checks.check_finite(xp, "counts", counts)
-    if counts.shape[0] and not _checks.is_traced(counts) and bool(xp.any(counts < 0)):
+    negative = xp.any(counts < 0) if counts.shape[0] else False
+    if not _checks.is_traced(negative) and bool(negative):
         raise ValueError("counts: expected non-negative counts, got a negative one")
     return xp
 

@@ -307,9 +307,11 @@ class PositiveTable:
         return xp.where(pos, xp.take(table, self.rank, axis=1), 0.0)
 
 
-def compact_ok(labels: Any) -> bool:
-    """Whether :class:`PositiveTable` applies: it reads W from the labels."""
-    return not _checks.is_traced(labels)
+def compact_ok(xp: Any, labels: Any) -> bool:
+    """Whether :class:`PositiveTable` applies: it reads W from the labels, so
+    their values must be concrete (inside ``jax.jit`` even a closed-over
+    concrete array gives traced results)."""
+    return not (_checks.is_traced(labels) or _checks.is_traced(xp.max(labels)))
 
 
 # --------------------------------------------------------------------------

@@ -396,7 +396,7 @@ def _semihard_fwd(
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
-    if reduction != "none" and compact_ok(labels):
+    if reduction != "none" and compact_ok(xp, labels):
         tab = PositiveTable(xp, d, labels)
         if tab.width <= _LOOP_WIDTH:
             # small classes: positives from the B×W table, negatives by value
@@ -589,7 +589,7 @@ def _batch_all_fwd(
     if soft:
         terms, n_nonzero = _batch_all_soft(xp, d, pos, neg)
         state = None
-    elif reduction != "none" and compact_ok(labels):
+    elif reduction != "none" and compact_ok(xp, labels):
         # the per-pair sums are only summed: keep them in the B×W table
         tab = PositiveTable(xp, d, labels)
         terms, k = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin)

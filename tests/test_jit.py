@@ -44,3 +44,18 @@ def test_center_loss_and_update_trace_under_jit():
     expected = (value, grads[0], grads[2], rl.update_centers(centers, x, labels))
     for got, want in zip(out, expected):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_closed_over_concrete_arrays_beside_a_traced_one():
+    """A tracer reports no device: the device check compares concrete arrays
+    only, so labels and centers held in a closure work under jit and vmap."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.asarray(np.arange(12.0).reshape(4, 3) / 7.0)
+    labels = jnp.asarray(np.array([0, 1, 0, 2]))
+    centers = jnp.zeros((3, 3))
+    eager = rl.center_loss(x, labels, centers)
+    traced = jax.jit(lambda a: rl.center_loss(a, labels, centers))(x)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(eager), rtol=1e-12)
+    per_batch = jax.vmap(lambda a: rl.center_loss(a, labels, centers))(jnp.stack([x, 2 * x]))
+    np.testing.assert_allclose(np.asarray(per_batch[0]), np.asarray(eager), rtol=1e-12)

@@ -74,7 +74,8 @@ def _check_running(sums, cts, x, labels):
     _checks.check_finite(xp, "sums", sums)
     if xp.isdtype(cts.dtype, "real floating"):
         _checks.check_finite(xp, "cts", cts)
-    if cts.shape[0] and not _checks.is_traced(cts) and bool(xp.any(cts < 0)):
+    negative = xp.any(cts < 0) if cts.shape[0] else False
+    if not _checks.is_traced(negative) and bool(negative):
         raise ValueError("cts: expected non-negative counts, got a negative one")
     _checks.check_finite(xp, "x", x)
     _checks.check_label_range(xp, "labels", labels, sums.shape[0])
