@@ -1,8 +1,15 @@
-"""refloss.adapters: framework glue (torch autograd, JAX custom_vjp).
+"""refloss.adapters: framework glue, and the only place that imports a framework.
 
-The only place in refloss that imports a framework, and it holds no math:
-each adapter wraps the core's forward and analytic VJP. The adapters
-themselves are not written yet (see the project's issues); this package
-exists so that the layout — core in ``refloss/``, glue in
-``refloss.adapters`` — is fixed from the start.
+It holds no math: each adapter wraps the core's forward and analytic VJP.
+
+* ``refloss.adapters.torch`` — every loss and distance as a
+  ``torch.autograd.Function`` whose backward is refloss's VJP, and the
+  ``nn.Module`` wrappers ``TripletLoss``, ``TripletMarginLoss``,
+  ``ContrastiveLoss`` and ``CenterLoss``;
+* ``refloss.adapters.jax`` — every loss and distance under ``jax.custom_vjp``;
+* ``refloss.adapters.bridges`` / ``refloss.adapters.known`` — the framework
+  bridges and the registry of known implementations that
+  ``refloss crosscheck`` uses.
+
+Each submodule imports its framework on import; ``import refloss`` never does.
 """
