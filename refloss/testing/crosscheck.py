@@ -1242,8 +1242,11 @@ def crosscheck(
         dtype: "float64" or "float32" (tolerances follow it, see
             :data:`TOLERANCES`).
         max_examples: inputs to try before shrinking.
-        seed: the search's seed (the same seed gives the same search); None
-            for a random one.
+        seed: the search's seed; None for a random one. The same seed gives
+            the same search in the same program, but Hypothesis also draws
+            constants it collects from the imported non-installed modules, so
+            importing other local code can change where the search lands
+            (replay a saved counterexample to reproduce one exactly).
         ties: draw inputs with exact distance ties and hinges at 0 (default:
             True in float64, False in float32).
         inputs: a strategy of your own drawing dicts (or the records of
