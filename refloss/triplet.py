@@ -65,6 +65,9 @@ _TRIPLET_ELEMENTS = 1 << 20
 # Largest class size W for which the compact paths loop over the W columns of
 # the positive table (W passes over B×B) instead of searching or sorting B×B.
 _LOOP_WIDTH = 8
+# Wide classes: most tied semi-hard pairs in one row that are resolved by
+# index (one B×B pass each) before the dense sorted-order path is used.
+_TIED_PASSES = 16
 
 
 # --------------------------------------------------------------------------
@@ -397,17 +400,18 @@ def _semihard_fwd(
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
     if reduction != "none" and compact_ok(xp, labels):
+        # positives from the B×W table, negatives by value: one value sort
         tab = PositiveTable(xp, d, labels)
-        if tab.width <= _LOOP_WIDTH:
-            # small classes: positives from the B×W table, negatives by value
-            pos, neg, _ = label_masks(xp, labels, d)
-            valid, d_an = _semihard_compact(xp, d, neg, tab)
-            z = _argument(tab.d, d_an, margin, False)
-            terms = xp.where(valid, _hinge(xp, z, False), 0.0)
-            value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(valid))
-            active = valid & (z > 0)
-            res = (xp, dtype, (eres, d, (tab, pos, neg, d_an), active, rres))
-            return xp.astype(value, dtype), res
+        pos, neg, _ = label_masks(xp, labels, d)
+        valid, d_an, tied = _semihard_compact(xp, d, neg, tab)
+        z = _argument(tab.d, d_an, margin, False)
+        terms = xp.where(valid, _hinge(xp, z, False), 0.0)
+        value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(valid))
+        active = valid & (z > 0)
+        # a tied n* matters only where its term is active (non-zero weight)
+        tied = None if tied is None else tied & active
+        res = (xp, dtype, (eres, d, (tab, pos, neg, d_an, tied, labels), active, rres))
+        return xp.astype(value, dtype), res
     sel = SemiHard(xp, d, labels)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
@@ -418,35 +422,106 @@ def _semihard_fwd(
 
 
 def _semihard_compact(xp, d, neg, tab):
-    r"""``(valid, d_an*)`` on the B×W positive table, from sorted negative values.
+    r"""``(valid, d_an*, tied)`` on the B×W positive table, from sorted negative values.
 
     The semi-hard negative's distance is the first sorted negative value
     strictly above d_ap (``searchsorted`` side "right"), else the largest.
+    ``tied`` (B×W) marks the pairs whose d_an* is shared by more than one
+    negative, where n* must be chosen by index (the lowest); it is only
+    computed for classes wider than the loop width (None otherwise).
     """
     b = d.shape[0]
     n_neg = xp.count_nonzero(neg, axis=1)
-    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1)
+    # values only: an unstable sort gives the same array, several times faster
+    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
     last = xp.clip(n_neg - 1, 0, b - 1)
     largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
     slot = row_searchsorted(xp, sorted_neg, tab.d, side="right")
     above = xp.take_along_axis(sorted_neg, xp.clip(slot, 0, b - 1), axis=1)
     valid = tab.valid & (n_neg > 0)[:, None]
-    d_an = xp.where(slot < n_neg[:, None], above, largest)
-    return valid, xp.where(valid, d_an, 0.0)
+    d_an = xp.where(valid, xp.where(slot < n_neg[:, None], above, largest), 0.0)
+    tied = None
+    if tab.width > _LOOP_WIDTH:
+        first = row_searchsorted(xp, sorted_neg, d_an, side="left")
+        after = row_searchsorted(xp, sorted_neg, d_an, side="right")
+        tied = valid & (after - first > 1)
+    return valid, d_an, tied
 
 
-def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights):
+def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
     r"""``G = ∂L/∂D`` for the table path: +W_ap at (a, p), and -W_ap at
-    (a, n*), n* the lowest-index negative at distance d_an* (ties go to the
-    lowest index): one ``argmax`` of a B×B equality mask per table column."""
+    (a, n*), n* the lowest-index negative at distance d_an*.
+
+    Up to the loop width, n* is found by index for every table column
+    (:func:`_negatives_by_index`). Wider classes match by value: where
+    d_an* is held by one negative only, n* is *the* negative at that
+    distance (:func:`_negatives_by_value`); the few pairs whose d_an* is
+    shared by several negatives (exact float ties, common in float32 at
+    large B) are then found by index, one pass per tied pair of the row
+    that has the most. When some row has more tied pairs than
+    ``_TIED_PASSES``, the dense sorted-order path is cheaper.
+    """
+    dense_w = tab.to_dense(xp, weights, pos)
+    if tab.width <= _LOOP_WIDTH:
+        return dense_w - _negatives_by_index(xp, d, neg, d_an, weights)
+    n_tied = xp.count_nonzero(tied, axis=1)
+    passes = int(xp.max(n_tied)) if n_tied.shape[0] else 0
+    if passes > _TIED_PASSES:
+        sel = SemiHard(xp, d, labels)
+        return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
+    h = _negatives_by_value(xp, d, neg, d_an, xp.where(tied, 0.0, weights))
+    if passes:
+        # each row's tied pairs first (a stable sort of the flags), then the
+        # first ``passes`` columns: past a row's own count the weight is 0
+        first = xp.argsort(xp.astype(tied, xp.int8), axis=1, descending=True, stable=True)
+        first = first[:, :passes]
+        w_tied = xp.take_along_axis(xp.where(tied, weights, 0.0), first, axis=1)
+        h = h + _negatives_by_index(xp, d, neg, xp.take_along_axis(d_an, first, axis=1),
+                                    w_tied)
+    return dense_w - h
+
+
+def _negatives_by_index(xp, d, neg, values, weights):
+    r"""``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``, n_j(a) the lowest-index
+    negative of a at distance ``values[a, j]``: per column j one ``argmax``
+    of a B×B equality mask (ties go to the lowest index)."""
     b = d.shape[0]
-    cols = xp.arange(b, dtype=tab.members.dtype, device=_device(d))
+    idx = _checks.default_index_dtype(xp, _device(d))
+    cols = xp.arange(b, dtype=idx, device=_device(d))
     h = xp.zeros_like(d)
-    for j in range(tab.width):
-        hit = xp.astype(neg & (d == d_an[:, j : j + 1]), d.dtype)
-        n_star = xp.argmax(hit, axis=1)
+    for j in range(values.shape[1]):
+        hit = xp.astype(neg & (d == values[:, j : j + 1]), d.dtype)
+        n_star = xp.astype(xp.argmax(hit, axis=1), idx)
         h = h + xp.where(cols[None, :] == n_star[:, None], weights[:, j : j + 1], 0.0)
-    return tab.to_dense(xp, weights, pos) - h
+    return h
+
+
+def _negatives_by_value(xp, d, neg, values, weights):
+    r"""``H[a, n] = Σ_j weights[a, j] [d_an = values[a, j]]`` over the negatives.
+
+    Each row's (value, weight) pairs are sorted by value and the weights of
+    a run of equal values summed onto its first entry (prefix sums, and a
+    search of each value's run end: B×W work); then one row-wise search
+    (side "left") of every d_an finds the run that d_an opens, if any.
+    Zero weights are left out (their value may be anything).
+    """
+    b = d.shape[0]
+    keys = xp.where(weights != 0, values, float("inf"))
+    order = xp.argsort(keys, axis=1, stable=True)
+    keys = xp.take_along_axis(keys, order, axis=1)
+    cw = xp.cumulative_sum(
+        xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
+    )
+    del order
+    end = row_searchsorted(xp, keys, keys, side="right")
+    run = xp.take_along_axis(cw, end, axis=1) - cw[:, :-1]
+    # one +inf column: a d_an above every value lands on it and matches nothing
+    pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(d))
+    keys = xp.concat([keys, pad], axis=1)
+    run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(d))], axis=1)
+    at = row_searchsorted(xp, keys, d, side="left")
+    hit = neg & (xp.take_along_axis(keys, at, axis=1) == d)
+    return xp.where(hit, xp.take_along_axis(run, at, axis=1), 0.0)
 
 
 def _semihard_bwd(residuals, g):
@@ -456,8 +531,8 @@ def _semihard_bwd(residuals, g):
     eres, d, sel, active, rres = res
     weights, scale = _upstream(xp, rres, g, active, d.dtype)
     if isinstance(sel, tuple):
-        tab, pos, neg, d_an = sel
-        gd = _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights)
+        tab, pos, neg, d_an, tied, labels = sel
+        gd = _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels)
         gx = embed_backward(xp, eres, _scaled(gd, scale))
         return xp.astype(gx, dtype), None
     gneg = _semihard_negative_weights(xp, d, sel, weights)
@@ -652,7 +727,7 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin):
 def _sorted_negatives(xp, d, neg, n_neg, cols):
     """``(sorted_neg, first, prefix)``: each row's negative distances sorted
     (+inf past them), the smallest s_0, and prefix sums of s - s_0."""
-    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1)
+    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
     first = xp.where(n_neg > 0, sorted_neg[:, 0], 0.0)
     shifted = xp.where(cols[None, :] < n_neg[:, None], sorted_neg - first[:, None], 0.0)
     prefix = xp.cumulative_sum(shifted, axis=1, include_initial=True)
@@ -686,7 +761,7 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
         for j in range(tab.width):
             above = above + xp.astype(t[:, j : j + 1] > d, dt)
     else:
-        at_most = row_searchsorted(xp, xp.sort(t, axis=1), d, side="right")
+        at_most = row_searchsorted(xp, xp.sort(t, axis=1, stable=False), d, side="right")
         above = tab.width - xp.astype(at_most, dt)
         del at_most
     return tab.to_dense(xp, xp.astype(k, dt), pos) - xp.where(neg, above, 0.0)

@@ -779,7 +779,8 @@ def test_ties_go_to_the_lowest_index_under_scalar_reductions(backend, kind, marg
 @pytest.mark.parametrize("sizes", [(10, 4, 2), (12, 4), (9, 1, 6)], ids=str)
 def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reduction):
     """Classes larger than the positive-table loop width (8) take the
-    row-wise search (batch-all) or the sorted-order path (semi-hard). Small
+    row-wise search (batch-all) or, where an active d_an* is tied, the
+    sorted-order path (semi-hard). Small
     integer coordinates make many distances tie exactly; with B = 16 the
     column means are dyadic, so the centred GEMM is exact and the ties survive
     in floating point too."""
@@ -791,6 +792,24 @@ def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reducti
     value, (gx, _) = run(backend, LOSSES[kind], (backend.asarray(x), backend.asarray(labels)),
                          g, margin=0.5, reduction=reduction)
     assert_close(value, expected, backend, rtol=1e-12, atol=1e-12)
+    assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "mean_nonzero"])
+@pytest.mark.parametrize("kind", ["batch_all", "semihard"])
+@pytest.mark.parametrize("sizes", [(10, 4, 2), (12, 4), (9, 1, 6), (20,)], ids=str)
+def test_large_classes_without_ties_match_brute_force(backend, kind, sizes, reduction):
+    """Without ties, wide classes under a scalar reduction take the value
+    matching path of the semi-hard gradient (each d_an* names one negative)
+    and the threshold search of batch-all."""
+    rng = np.random.default_rng(7 + sum(sizes))
+    labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    x = rng.standard_normal((labels.shape[0], 3))
+    expected, expected_grad = o_loss(x, labels, kind, margin=0.8, reduction=reduction)
+    value, (gx, _) = rl.value_and_grad(LOSSES[kind], backend.asarray(x),
+                                       backend.asarray(labels), margin=0.8,
+                                       reduction=reduction)
+    assert_close(value, expected, backend, rtol=1e-12, atol=1e-14)
     assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
 
 
