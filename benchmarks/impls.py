@@ -24,8 +24,10 @@ Implementations:
   B×B×B validity mask (omoindrot's ``batch_all_triplet_loss``), batch-hard
   with B×B masks (omoindrot's ``batch_hard_triplet_loss``).
 * ``floor``: one B×B GEMM :math:`x x^\top` and one row-wise value sort of
-  that B×B matrix (``xp.sort(axis=1)``), forward only — the cost no exact
-  O(B² log B) loss can go below on the same backend.
+  that B×B matrix (``xp.sort(axis=1, stable=False)``: the fastest sort the
+  backend has, since a value sort's result does not depend on stability),
+  forward only — the cost no exact O(B² log B) loss can go below on the
+  same backend.
 
 The peers compute different numbers (other distances, margins and
 reductions; PEERS.md §1): the comparison is of the work each does on the
@@ -63,7 +65,7 @@ DESCRIPTIONS = {
     ("pml", "contrastive"): "ContrastiveLoss()",
     ("torch-hand", "batch_all"): "B×B×B broadcast + mask (omoindrot batch_all)",
     ("torch-hand", "batch_hard"): "B×B masks (omoindrot batch_hard)",
-    ("floor", FLOOR): "x @ x.T, then sort(axis=1)",
+    ("floor", FLOOR): "x @ x.T, then sort(axis=1, stable=False)",
 }
 DESCRIPTIONS.update(
     {("refloss-adapter", loss): f"refloss.adapters.torch.{fn}" for loss, fn in
@@ -240,7 +242,7 @@ def hand_batch_hard(x: Any, labels: Any, margin: float = 1.0) -> Any:
 def _floor(x: Any, xp: Any) -> Callable[[], tuple]:
     def step():
         gram = xp.matmul(x, xp.matrix_transpose(x))
-        ordered = xp.sort(gram, axis=1)
+        ordered = xp.sort(gram, axis=1, stable=False)
         return ordered[0, 0], None
 
     return step

@@ -106,7 +106,7 @@ def _check_same(xp, same, rows):
 
 
 def _relu(xp, z):
-    return xp.where(z > 0, z, xp.zeros_like(z))
+    return xp.where(z > 0, z, 0.0)
 
 
 def terms_forward(xp, d, same, margin, pos_margin, power):
@@ -123,12 +123,17 @@ def terms_forward(xp, d, same, margin, pos_margin, power):
 def terms_backward(xp, residuals, w):
     """``∂L/∂d`` from the upstream weight ``w`` of each term."""
     same, pos, neg, power = residuals
+    return w * _slope(xp, same, pos, neg, power)
+
+
+def _slope(xp, same, pos, neg, power):
+    """∂term/∂d from the hinge parts ``pos`` = [d - m+]_+ and ``neg`` = [m - d]_+."""
     if power == 2:
         slope = xp.where(same, 2.0 * pos, -2.0 * neg)
     else:
         one, zero = xp.ones_like(pos), xp.zeros_like(pos)
         slope = xp.where(same, xp.where(pos > 0, one, zero), xp.where(neg > 0, -one, zero))
-    return w * slope
+    return slope
 
 
 # --------------------------------------------------------------------------
@@ -336,8 +341,16 @@ def _all_pairs_fwd(
     r = xp.arange(n_rows, device=dev)
     upper = r[:, None] < r[None, :]
     same = labels[:, None] == labels[None, :]
-    tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power)
-    tmat = xp.where(upper, tmat, xp.zeros_like(tmat))
+    # terms_forward's formula, one B×B temporary at a time (peak memory):
+    # the hinge argument of each pair's own branch, then relu and power
+    tmat = xp.where(same, dmat - pos_margin, margin - dmat)
+    tmat = _relu(xp, tmat)
+    if power == 2:
+        tmat = tmat * tmat
+    tmat = xp.where(upper, tmat, 0.0)
+    # the backward recomputes the hinge parts from dmat: the residuals hold
+    # one B×B float (dmat) and two boolean masks (peak memory)
+    tres = (same, margin, pos_margin, power)
     if reduction == "none":
         if n_pairs == 0:
             terms, rank = xp.zeros((0,), dtype=cdt, device=dev), None
@@ -347,17 +360,21 @@ def _all_pairs_fwd(
         value, rres = reduce_forward(xp, terms, reduction)
     else:
         rank = None
-        terms = xp.reshape(tmat, (-1,))
-        value, rres = reduce_forward(xp, terms, reduction, count=n_pairs)
-    return xp.astype(value, dtype), (xp, dtype, nres, dres, tres, rres, terms, upper, rank)
+        value, rres = reduce_forward(xp, xp.reshape(tmat, (-1,)), reduction, count=n_pairs)
+        terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
+    del tmat
+    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank)
+    return xp.astype(value, dtype), res
 
 
 def _all_pairs_bwd(residuals, g):
-    xp, dtype, nres, dres, tres, rres, terms, upper, rank = residuals
+    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank = residuals
     w = reduce_backward(xp, rres, g, terms)
     n_rows = upper.shape[0]
     if rank is None:
-        if terms.shape[0] == n_rows * n_rows:
+        if terms.ndim == 0:  # a scalar reduction: one weight for every pair
+            wmat = xp.where(upper, w, 0.0)
+        elif terms.shape[0] == n_rows * n_rows:
             wmat = xp.reshape(w, (n_rows, n_rows))
         else:  # "none" with no pairs
             wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
@@ -369,7 +386,14 @@ def _all_pairs_bwd(residuals, g):
     if n_rows == 0:
         gx = xp.zeros_like(dres)  # dres is the (0, D) input itself
     else:
-        gx, _ = pairwise_backward(xp, dres, terms_backward(xp, tres, wmat))
+        # _slope's values, one B×B temporary at a time: the hinge of each
+        # pair's own branch, its derivative, the sign of the branch
+        same, margin, pos_margin, power = tres
+        h = _relu(xp, xp.where(same, dmat - pos_margin, margin - dmat))
+        h = 2.0 * h if power == 2 else xp.astype(h > 0, h.dtype)
+        wmat = wmat * xp.where(same, h, -h)
+        del h
+        gx, _ = pairwise_backward(xp, dres, wmat)
     if nres is not None:
         gx = normalize_backward(xp, nres, gx)
     return xp.astype(gx, dtype), None

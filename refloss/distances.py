@@ -128,8 +128,12 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
     nx = xp.sum(xc * xc, axis=1)
     ny = nx if self_pairs else xp.sum(yc * yc, axis=1)
     scale = nx[:, None] + ny[None, :]
-    d2 = xp.clip(scale + (-2.0 * xc) @ yc.T, 0.0, None)
+    # one B×B temporary at a time beside scale and d2 (peak memory)
+    d2 = (-2.0 * xc) @ yc.T
+    d2 = scale + d2
+    d2 = xp.clip(d2, 0.0, None)
     flag = d2 <= _tol(xp, x.dtype) * scale
+    del scale
     if self_pairs:
         eye = _eye(xp, x.shape[0], x)
         d2 = xp.where(eye, 0.0, d2)
@@ -156,8 +160,9 @@ def pairwise_backward(xp: Any, residuals: Any, g: Any):
         kx, ky = _exact_pair_grads(xp, k, exact, x, y)
         k = xp.where(exact.flag, 0.0, k)
     if self_pairs:
-        # u = v: both directions in one GEMM, (diag(rowsum + colsum) - K - Kᵀ) u
-        gx = (xp.sum(k, axis=1) + xp.sum(k, axis=0))[:, None] * u - (k + k.T) @ u
+        # u = v: (diag(rowsum + colsum) - K - Kᵀ) u, as two GEMMs so that no
+        # B×B K + Kᵀ is formed (peak memory)
+        gx = (xp.sum(k, axis=1) + xp.sum(k, axis=0))[:, None] * u - k @ u - k.T @ u
         return (gx if exact is None else gx + kx + ky), None
     gu = xp.sum(k, axis=1)[:, None] * u - k @ v
     gv = xp.sum(k, axis=0)[:, None] * v - k.T @ u
@@ -323,8 +328,8 @@ def _safe_sqrt(xp, d2):
 
 
 def _div_or_zero(xp, g, d):
-    pos = d > 0
-    return xp.where(pos, g / xp.where(pos, d, 1.0), 0.0)
+    # g / inf is 0 for every finite g: one B×B temporary instead of three
+    return g / xp.where(d > 0, d, float("inf"))
 
 
 # --------------------------------------------------------------------------

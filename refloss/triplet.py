@@ -68,6 +68,8 @@ _LOOP_WIDTH = 8
 # Wide classes: most tied semi-hard pairs in one row that are resolved by
 # index (one B×B pass each) before the dense sorted-order path is used.
 _TIED_PASSES = 16
+# Elements of one row block of a B×B row-wise search (see _by_row_blocks).
+_BLOCK_ELEMENTS = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -322,9 +324,10 @@ def _batch_hard_bwd(residuals, g):
     w = xp.where(sel.valid, w * _hinge_grad(xp, z, soft), 0.0)
     b = terms.shape[0]
     cols = xp.arange(b, dtype=sel.pos.dtype, device=_device(terms))
-    onehot_p = xp.astype(cols[None, :] == sel.pos[:, None], w.dtype)
-    onehot_n = xp.astype(cols[None, :] == sel.neg[:, None], w.dtype)
-    gx = embed_backward(xp, eres, w[:, None] * (onehot_p - onehot_n))
+    # +w at (a, p_a), -w at (a, n_a): p_a != n_a, so two nested wheres
+    gd = xp.where(cols[None, :] == sel.neg[:, None], -w[:, None], 0.0)
+    gd = xp.where(cols[None, :] == sel.pos[:, None], w[:, None], gd)
+    gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
 
 
@@ -519,9 +522,14 @@ def _negatives_by_value(xp, d, neg, values, weights):
     pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(d))
     keys = xp.concat([keys, pad], axis=1)
     run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(d))], axis=1)
-    at = row_searchsorted(xp, keys, d, side="left")
-    hit = neg & (xp.take_along_axis(keys, at, axis=1) == d)
-    return xp.where(hit, xp.take_along_axis(run, at, axis=1), 0.0)
+
+    def block(r0, r1):
+        q = d[r0:r1, :]
+        at = row_searchsorted(xp, keys[r0:r1, :], q, side="left")
+        hit = neg[r0:r1, :] & (xp.take_along_axis(keys[r0:r1, :], at, axis=1) == q)
+        return xp.where(hit, xp.take_along_axis(run[r0:r1, :], at, axis=1), 0.0)
+
+    return _by_row_blocks(xp, block, b, d.shape[1])
 
 
 def _semihard_bwd(residuals, g):
@@ -533,10 +541,13 @@ def _semihard_bwd(residuals, g):
     if isinstance(sel, tuple):
         tab, pos, neg, d_an, tied, labels = sel
         gd = _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels)
-        gx = embed_backward(xp, eres, _scaled(gd, scale))
+        gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
+        gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
-    gneg = _semihard_negative_weights(xp, d, sel, weights)
-    gx = embed_backward(xp, eres, _scaled(weights - gneg, scale))
+    gd = weights - _semihard_negative_weights(xp, d, sel, weights)
+    del weights
+    gd = _scaled(gd, scale)
+    gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
 
 
@@ -696,7 +707,9 @@ def _batch_all_bwd(residuals, g):
     else:
         k, margin, _ = state
         gd = _batch_all_hinge_grad(xp, d, neg, k, margin, weights)
-    gx = embed_backward(xp, eres, _scaled(gd, scale))
+    del weights
+    gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
+    gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
 
 
@@ -760,11 +773,25 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
         above = xp.zeros_like(d)
         for j in range(tab.width):
             above = above + xp.astype(t[:, j : j + 1] > d, dt)
+        above = xp.where(neg, above, 0.0)
     else:
-        at_most = row_searchsorted(xp, xp.sort(t, axis=1, stable=False), d, side="right")
-        above = tab.width - xp.astype(at_most, dt)
-        del at_most
-    return tab.to_dense(xp, xp.astype(k, dt), pos) - xp.where(neg, above, 0.0)
+        sorted_t = xp.sort(t, axis=1, stable=False)
+
+        def block(r0, r1):
+            at_most = row_searchsorted(xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right")
+            return xp.where(neg[r0:r1, :], tab.width - xp.astype(at_most, dt), 0.0)
+
+        above = _by_row_blocks(xp, block, d.shape[0], d.shape[1])
+    return tab.to_dense(xp, xp.astype(k, dt), pos) - above
+
+
+def _by_row_blocks(xp, block, rows, width):
+    """``concat([block(r0, r1), ...])`` over row blocks of at most
+    ``_BLOCK_ELEMENTS`` elements: the index arrays of a row-wise search (int64,
+    twice a float32) then never exist at full B×B size (peak memory)."""
+    step = max(1, _BLOCK_ELEMENTS // max(width, 1))
+    parts = [block(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
 def _batch_all_hinge_grad(xp, d, neg, k, margin, weights):
