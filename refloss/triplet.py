@@ -65,9 +65,10 @@ _TRIPLET_ELEMENTS = 1 << 20
 # Largest class size W for which the compact paths loop over the W columns of
 # the positive table (W passes over B×B) instead of searching or sorting B×B.
 _LOOP_WIDTH = 8
-# Wide classes: most tied semi-hard pairs in one row that are resolved by
-# index (one B×B pass each) before the dense sorted-order path is used.
-_TIED_PASSES = 16
+# Wide classes: most distinct tied semi-hard values in one row that are
+# resolved by index (one B×B pass each) before the dense sorted-order path
+# (two B×B argsorts, int64 B×B arrays) is used.
+_TIED_PASSES = 64
 # Elements of one row block of a B×B row-wise search (see _by_row_blocks).
 _BLOCK_ELEMENTS = 1 << 20
 
@@ -467,21 +468,42 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
     dense_w = tab.to_dense(xp, weights, pos)
     if tab.width <= _LOOP_WIDTH:
         return dense_w - _negatives_by_index(xp, d, neg, d_an, weights)
-    n_tied = xp.count_nonzero(tied, axis=1)
-    passes = int(xp.max(n_tied)) if n_tied.shape[0] else 0
-    if passes > _TIED_PASSES:
+    values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
+    if values.shape[1] > _TIED_PASSES:
         sel = SemiHard(xp, d, labels)
         return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
     h = _negatives_by_value(xp, d, neg, d_an, xp.where(tied, 0.0, weights))
-    if passes:
-        # each row's tied pairs first (a stable sort of the flags), then the
-        # first ``passes`` columns: past a row's own count the weight is 0
-        first = xp.argsort(xp.astype(tied, xp.int8), axis=1, descending=True, stable=True)
-        first = first[:, :passes]
-        w_tied = xp.take_along_axis(xp.where(tied, weights, 0.0), first, axis=1)
-        h = h + _negatives_by_index(xp, d, neg, xp.take_along_axis(d_an, first, axis=1),
-                                    w_tied)
+    if values.shape[1]:
+        h = h + _negatives_by_index(xp, d, neg, values, w_tied)
     return dense_w - h
+
+
+def _distinct_tied_values(xp, values, weights, tied):
+    """Per row, the distinct ``values`` flagged ``tied`` with their summed
+    ``weights``, packed to the left: ``(V, W)``, both B×R with R the most
+    distinct tied values of any row (past a row's own count W is 0).
+
+    Positives that share a tied d_an* share its n*, so one index pass per
+    distinct value suffices.
+    """
+    b = values.shape[0]
+    keys = xp.where(tied, values, float("inf"))
+    order = xp.argsort(keys, axis=1, stable=True)
+    keys = xp.take_along_axis(keys, order, axis=1)
+    cw = xp.cumulative_sum(
+        xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
+    )
+    del order
+    run = xp.take_along_axis(cw, row_searchsorted(xp, keys, keys, side="right"), axis=1)
+    run = run - cw[:, :-1]
+    before = xp.full((b, 1), -float("inf"), dtype=keys.dtype, device=_device(keys))
+    opens = (keys < float("inf")) & (keys != xp.concat([before, keys[:, :-1]], axis=1))
+    n_runs = xp.count_nonzero(opens, axis=1)
+    width = int(xp.max(n_runs)) if b else 0
+    first = xp.argsort(xp.astype(opens, xp.int8), axis=1, descending=True, stable=True)
+    first = first[:, :width]
+    packed_w = xp.take_along_axis(xp.where(opens, run, 0.0), first, axis=1)
+    return xp.take_along_axis(keys, first, axis=1), packed_w
 
 
 def _negatives_by_index(xp, d, neg, values, weights):

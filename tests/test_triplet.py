@@ -795,6 +795,24 @@ def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reducti
     assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("passes", [0, 1, 64])
+def test_semihard_wide_class_ties_by_index_or_dense_path(backend, passes, monkeypatch):
+    """Wide classes with many exact ties: resolved by one index pass per
+    distinct tied value, or, past ``_TIED_PASSES`` values in a row, by the
+    dense sorted-order path; both pick the lowest-index negative."""
+    import refloss.triplet as triplet
+
+    monkeypatch.setattr(triplet, "_TIED_PASSES", passes)
+    rng = np.random.default_rng(11)
+    labels = rng.permutation(np.repeat(np.arange(2), [12, 4]))
+    x = rng.integers(-2, 3, size=(labels.shape[0], 2)).astype(np.float64)
+    expected, expected_grad = o_loss(x, labels, "semihard", margin=0.5, reduction="sum")
+    value, (gx, _) = rl.value_and_grad(rl.semihard_triplet_loss, backend.asarray(x),
+                                       backend.asarray(labels), margin=0.5, reduction="sum")
+    assert_close(value, expected, backend, rtol=1e-12, atol=1e-12)
+    assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean", "mean_nonzero"])
 @pytest.mark.parametrize("kind", ["batch_all", "semihard"])
 @pytest.mark.parametrize("sizes", [(10, 4, 2), (12, 4), (9, 1, 6), (20,)], ids=str)
