@@ -795,6 +795,27 @@ def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reducti
     assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean_nonzero"])
+@pytest.mark.parametrize("kind", ["batch_all", "semihard"])
+def test_wide_class_gradient_matches_finite_differences_and_torch_autograd(kind, reduction):
+    """The wide-class table paths (W = 12 > 8, no ties) against central
+    differences and against torch autograd through the same forward."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(21)  # a seed whose batch is 2.9e-3 from every kink
+    labels = rng.permutation(np.repeat(np.arange(2), [12, 4]))
+    x = rng.standard_normal((labels.shape[0], 3))
+    kw = {"margin": 0.8, "reduction": reduction}
+    assert kink_gap(x, labels, kind, 0.8, "euclidean", False, False) > 1e-3
+    fn = LOSSES[kind]
+    _, (gx, _) = rl.value_and_grad(fn, x, labels, **kw)
+    for v in unit_directions(rng, x.shape):
+        fd = directional_fd(lambda z: float(fn(z, labels, **kw)), [x], 0, v)
+        np.testing.assert_allclose(np.sum(gx * v), fd, rtol=1e-6, atol=1e-8)
+    xt = torch.tensor(x, requires_grad=True)
+    fn(xt, torch.tensor(labels), **kw).backward()
+    np.testing.assert_allclose(xt.grad.numpy(), gx, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("passes", [0, 1, 64])
 def test_semihard_wide_class_ties_by_index_or_dense_path(backend, passes, monkeypatch):
     """Wide classes with many exact ties: resolved by one index pass per
