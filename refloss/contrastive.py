@@ -109,31 +109,30 @@ def _relu(xp, z):
     return xp.where(z > 0, z, 0.0)
 
 
+def _own_hinge(xp, d, same, margin, pos_margin):
+    """Each pair's hinge of its own branch: [d - m+]_+ for same-label pairs,
+    [m - d]_+ otherwise (one temporary of the size of d at a time)."""
+    return _relu(xp, xp.where(same, d - pos_margin, margin - d))
+
+
 def terms_forward(xp, d, same, margin, pos_margin, power):
-    """Per-pair terms from distances ``d`` and the boolean ``same`` (same shape)."""
-    pos = _relu(xp, d - pos_margin)  # [d - m+]_+
-    neg = _relu(xp, margin - d)  # [m - d]_+
-    if power == 2:
-        terms = xp.where(same, pos * pos, neg * neg)
-    else:
-        terms = xp.where(same, pos, neg)
-    return terms, (same, pos, neg, power)
+    """Per-pair terms from distances ``d`` and the boolean ``same`` (same shape).
+
+    The residuals are the options only: the backward recomputes the hinge
+    from ``d``, so a B×B call keeps no B×B float beyond ``d`` itself.
+    """
+    h = _own_hinge(xp, d, same, margin, pos_margin)
+    terms = h * h if power == 2 else h
+    return terms, (same, margin, pos_margin, power)
 
 
-def terms_backward(xp, residuals, w):
-    """``∂L/∂d`` from the upstream weight ``w`` of each term."""
-    same, pos, neg, power = residuals
-    return w * _slope(xp, same, pos, neg, power)
-
-
-def _slope(xp, same, pos, neg, power):
-    """∂term/∂d from the hinge parts ``pos`` = [d - m+]_+ and ``neg`` = [m - d]_+."""
-    if power == 2:
-        slope = xp.where(same, 2.0 * pos, -2.0 * neg)
-    else:
-        one, zero = xp.ones_like(pos), xp.zeros_like(pos)
-        slope = xp.where(same, xp.where(pos > 0, one, zero), xp.where(neg > 0, -one, zero))
-    return slope
+def terms_backward(xp, residuals, d, w):
+    """``∂L/∂d`` from the upstream weight ``w`` of each term: ±2·hinge
+    (power 2) or ±[hinge > 0] (power 1), + for same-label pairs."""
+    same, margin, pos_margin, power = residuals
+    h = _own_hinge(xp, d, same, margin, pos_margin)
+    h = 2.0 * h if power == 2 else xp.astype(h > 0, h.dtype)
+    return w * xp.where(same, h, -h)
 
 
 # --------------------------------------------------------------------------
@@ -178,13 +177,13 @@ def _contrastive_fwd(
     d, dres = paired_forward(xp, ac, bc, metric)
     terms, tres = terms_forward(xp, d, same, margin, pos_margin, power)
     value, rres = reduce_forward(xp, terms, reduction)
-    return xp.astype(value, dtype), (xp, dtype, nres, dres, tres, rres, terms)
+    return xp.astype(value, dtype), (xp, dtype, nres, dres, d, tres, rres, terms)
 
 
 def _contrastive_bwd(residuals, g):
-    xp, dtype, nres, dres, tres, rres, terms = residuals
+    xp, dtype, nres, dres, d, tres, rres, terms = residuals
     w = reduce_backward(xp, rres, g, terms)
-    ga, gb = paired_backward(xp, dres, terms_backward(xp, tres, w))
+    ga, gb = paired_backward(xp, dres, terms_backward(xp, tres, d, w))
     if nres is not None:
         ga = normalize_backward(xp, nres[0], ga)
         gb = normalize_backward(xp, nres[1], gb)
@@ -341,16 +340,8 @@ def _all_pairs_fwd(
     r = xp.arange(n_rows, device=dev)
     upper = r[:, None] < r[None, :]
     same = labels[:, None] == labels[None, :]
-    # terms_forward's formula, one B×B temporary at a time (peak memory):
-    # the hinge argument of each pair's own branch, then relu and power
-    tmat = xp.where(same, dmat - pos_margin, margin - dmat)
-    tmat = _relu(xp, tmat)
-    if power == 2:
-        tmat = tmat * tmat
+    tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power)
     tmat = xp.where(upper, tmat, 0.0)
-    # the backward recomputes the hinge parts from dmat: the residuals hold
-    # one B×B float (dmat) and two boolean masks (peak memory)
-    tres = (same, margin, pos_margin, power)
     if reduction == "none":
         if n_pairs == 0:
             terms, rank = xp.zeros((0,), dtype=cdt, device=dev), None
@@ -374,8 +365,6 @@ def _all_pairs_bwd(residuals, g):
     if rank is None:
         if terms.ndim == 0:  # a scalar reduction: one weight for every pair
             wmat = xp.where(upper, w, 0.0)
-        elif terms.shape[0] == n_rows * n_rows:
-            wmat = xp.reshape(w, (n_rows, n_rows))
         else:  # "none" with no pairs
             wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
     else:
@@ -386,13 +375,7 @@ def _all_pairs_bwd(residuals, g):
     if n_rows == 0:
         gx = xp.zeros_like(dres)  # dres is the (0, D) input itself
     else:
-        # _slope's values, one B×B temporary at a time: the hinge of each
-        # pair's own branch, its derivative, the sign of the branch
-        same, margin, pos_margin, power = tres
-        h = _relu(xp, xp.where(same, dmat - pos_margin, margin - dmat))
-        h = 2.0 * h if power == 2 else xp.astype(h > 0, h.dtype)
-        wmat = wmat * xp.where(same, h, -h)
-        del h
+        wmat = terms_backward(xp, tres, dmat, wmat)
         gx, _ = pairwise_backward(xp, dres, wmat)
     if nres is not None:
         gx = normalize_backward(xp, nres, gx)

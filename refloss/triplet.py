@@ -487,15 +487,7 @@ def _distinct_tied_values(xp, values, weights, tied):
     distinct value suffices.
     """
     b = values.shape[0]
-    keys = xp.where(tied, values, float("inf"))
-    order = xp.argsort(keys, axis=1, stable=True)
-    keys = xp.take_along_axis(keys, order, axis=1)
-    cw = xp.cumulative_sum(
-        xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
-    )
-    del order
-    run = xp.take_along_axis(cw, row_searchsorted(xp, keys, keys, side="right"), axis=1)
-    run = run - cw[:, :-1]
+    keys, run = _sorted_runs(xp, xp.where(tied, values, float("inf")), weights)
     before = xp.full((b, 1), -float("inf"), dtype=keys.dtype, device=_device(keys))
     opens = (keys < float("inf")) & (keys != xp.concat([before, keys[:, :-1]], axis=1))
     n_runs = xp.count_nonzero(opens, axis=1)
@@ -504,6 +496,19 @@ def _distinct_tied_values(xp, values, weights, tied):
     first = first[:, :width]
     packed_w = xp.take_along_axis(xp.where(opens, run, 0.0), first, axis=1)
     return xp.take_along_axis(keys, first, axis=1), packed_w
+
+
+def _sorted_runs(xp, keys, weights):
+    """``(keys, run)``: each row's keys sorted (stably), and at every sorted
+    position the sum of the weights from there to the end of its run of
+    equal keys — so the first entry of a run holds the run's total."""
+    order = xp.argsort(keys, axis=1, stable=True)
+    keys = xp.take_along_axis(keys, order, axis=1)
+    cw = xp.cumulative_sum(
+        xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
+    )
+    end = row_searchsorted(xp, keys, keys, side="right")
+    return keys, xp.take_along_axis(cw, end, axis=1) - cw[:, :-1]
 
 
 def _negatives_by_index(xp, d, neg, values, weights):
@@ -531,15 +536,7 @@ def _negatives_by_value(xp, d, neg, values, weights):
     Zero weights are left out (their value may be anything).
     """
     b = d.shape[0]
-    keys = xp.where(weights != 0, values, float("inf"))
-    order = xp.argsort(keys, axis=1, stable=True)
-    keys = xp.take_along_axis(keys, order, axis=1)
-    cw = xp.cumulative_sum(
-        xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
-    )
-    del order
-    end = row_searchsorted(xp, keys, keys, side="right")
-    run = xp.take_along_axis(cw, end, axis=1) - cw[:, :-1]
+    keys, run = _sorted_runs(xp, xp.where(weights != 0, values, float("inf")), weights)
     # one +inf column: a d_an above every value lands on it and matches nothing
     pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(d))
     keys = xp.concat([keys, pad], axis=1)
