@@ -461,9 +461,10 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
     d_an* is held by one negative only, n* is *the* negative at that
     distance (:func:`_negatives_by_value`); the few pairs whose d_an* is
     shared by several negatives (exact float ties, common in float32 at
-    large B) are then found by index, one pass per tied pair of the row
-    that has the most. When some row has more tied pairs than
-    ``_TIED_PASSES``, the dense sorted-order path is cheaper.
+    large B) are then found by index, one pass per distinct tied value of
+    the row that has the most (:func:`_distinct_tied_values`). When some
+    row has more than ``_TIED_PASSES`` of them, the dense sorted-order path
+    is cheaper.
     """
     dense_w = tab.to_dense(xp, weights, pos)
     if tab.width <= _LOOP_WIDTH:
