@@ -201,3 +201,99 @@ def any_true(xp: Any, mask: Any) -> bool:
         return True
     found = xp.any(mask)
     return True if is_traced(found) else bool(found)
+
+
+# --------------------------------------------------------------------------
+# state kept across calls (RunningCenters): concrete, detached, never wrapped
+
+
+def check_concrete(name: str, a: Any) -> None:
+    """A state that outlives the call must hold values, not a JAX tracer."""
+    if is_traced(a):
+        raise TypeError(
+            f"{name}: expected a concrete array, got a JAX tracer (state kept across "
+            f"calls cannot be updated inside jax.jit, grad or vmap: call it outside "
+            f"the transformation)"
+        )
+
+
+def detached(a: Any) -> Any:
+    """``a`` without its autograd history (torch), else ``a`` itself.
+
+    Stored state must not hold a graph: it would keep every activation of
+    the step alive and make the next step's backward fail.
+    """
+    from array_api_compat import is_torch_array
+
+    return a.detach() if is_torch_array(a) else a
+
+
+def check_same_library(name: str, a: Any, ref_name: str, ref: Any) -> None:
+    """``a`` is an array of the library of ``ref`` (no silent conversion)."""
+    ok = is_array_api_obj(a)
+    if ok:
+        try:
+            ok = array_namespace(a) is array_namespace(ref)
+        except TypeError:
+            ok = False
+    if not ok:
+        raise TypeError(
+            f"{name}: expected an array of the library of {ref_name} ({_library(ref)}), "
+            f"got {type(a).__module__}.{type(a).__qualname__}"
+        )
+
+
+def check_counts(xp: Any, name: str, counts: Any, dtype: Any) -> Any:
+    """Whole, non-negative counts that fit the integer ``dtype``, converted to it.
+
+    Integer counts of any width (unsigned included) and whole floating
+    counts are accepted; a count at or above ``2**(bits - 1)`` raises instead
+    of wrapping negative. Only the comparisons every backend has for every
+    integer dtype are used (torch has no ``<`` for uint16/32/64).
+    """
+    info = xp.iinfo(dtype)
+    kind = counts.dtype
+    too_big = False
+    if xp.isdtype(kind, "real floating"):
+        if not bool(xp.all(counts == xp.round(counts))):
+            raise ValueError(f"{name}: expected whole numbers, got a fraction")
+        if bool(xp.any(counts < 0)):
+            raise ValueError(f"{name}: expected non-negative counts, got a negative one")
+        # float(2**63 - 1) rounds to 2**63: compare with the first count that does not fit
+        too_big = bool(xp.any(counts >= 2.0 ** (info.bits - 1)))
+    elif xp.isdtype(kind, "unsigned integer"):
+        wide = xp.iinfo(kind)
+        if wide.max > info.max:
+            if wide.bits == info.bits:  # two's complement: a count >= 2**(bits-1) turns negative
+                too_big = bool(xp.any(xp.astype(counts, dtype) < 0))
+            else:
+                too_big = bool(xp.any(counts > info.max))
+    elif xp.isdtype(kind, "signed integer"):
+        if bool(xp.any(counts < 0)):
+            raise ValueError(f"{name}: expected non-negative counts, got a negative one")
+        if xp.iinfo(kind).max > info.max:
+            too_big = bool(xp.any(counts > info.max))
+    else:
+        raise TypeError(f"{name}: expected an integer or floating dtype, got {kind}")
+    if too_big:
+        raise ValueError(
+            f"{name}: expected counts below 2**{info.bits - 1} (kept as {dtype}), "
+            f"got a larger one"
+        )
+    return xp.astype(counts, dtype)
+
+
+def check_running_total(xp: Any, name: str, counts: Any, total: Any) -> None:
+    """``total + counts`` stays within the integer dtype of ``total`` (no wrap)."""
+    room = xp.iinfo(total.dtype).max - total  # >= 0: totals are never negative
+    if bool(xp.any(counts > room)):
+        raise ValueError(
+            f"{name}: expected counts whose running total stays below "
+            f"2**{xp.iinfo(total.dtype).bits - 1} ({total.dtype}), got one that overflows it"
+        )
+
+
+def check_no_overflow(xp: Any, name: str, a: Any, what: str) -> None:
+    """A result computed from finite inputs is still finite (no overflow)."""
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name}: expected values whose {what} stay finite, got an overflow")

@@ -29,6 +29,7 @@ labels on NumPy, torch and CuPy).
 
 from __future__ import annotations
 
+import threading
 from numbers import Integral
 from typing import Any
 
@@ -308,7 +309,9 @@ def _check_stats(centers, sums, counts):
     _checks.check_finite(xp, "sums", sums)
     if xp.isdtype(counts.dtype, "real floating"):
         _checks.check_finite(xp, "counts", counts)
-    negative = xp.any(counts < 0) if counts.shape[0] else False
+    # unsigned counts cannot be negative (and torch has no `<` for uint16/32/64)
+    signed = not xp.isdtype(counts.dtype, "unsigned integer")
+    negative = xp.any(counts < 0) if counts.shape[0] and signed else False
     if not _checks.is_traced(negative) and bool(negative):
         raise ValueError("counts: expected non-negative counts, got a negative one")
     return xp
@@ -316,6 +319,8 @@ def _check_stats(centers, sums, counts):
 
 # --------------------------------------------------------------------------
 # stateful convenience
+
+
 
 
 class RunningCenters:
@@ -327,8 +332,22 @@ class RunningCenters:
     :math:`c_j = S_j / N_j` (a class never seen keeps its initial center).
     Every rule also tracks ``S`` and ``N``, available in :meth:`state_dict`.
 
-    An update either applies whole or raises and leaves the state as it was;
-    :meth:`state_dict` / :meth:`load_state_dict` round-trip exactly.
+    State that does not rot:
+
+    * the centers have the dtype of ``like`` (or ``init``); the running sums
+      ``S`` are kept in a wide accumulator, float32 for float16, bfloat16 and
+      float32 centers and float64 for float64 centers (the compute dtype), and
+      the counts ``N`` in the namespace's default index dtype (int64), so
+      half-precision sums neither stall nor overflow. A count total that
+      would pass the integer range, or sums that would overflow the
+      accumulator, raise instead of wrapping;
+    * what is stored is detached from torch autograd, and a JAX tracer
+      (an update inside ``jax.jit``/``grad``) is refused with a TypeError;
+    * an update either applies whole or raises and leaves the state as it
+      was, and updates from several threads are serialised by a lock, so
+      none is lost;
+    * :meth:`state_dict` / :meth:`load_state_dict` round-trip exactly, and the
+      object pickles and deep-copies (the namespace and the lock are rebuilt).
 
     Args:
         num_classes: number of classes C.
@@ -374,11 +393,14 @@ class RunningCenters:
         if like is not None:
             xp = _checks.namespace(like=like)
             _checks.check_float(xp, "like", like)
+            _checks.check_concrete("like", like)
             dtype, dev = like.dtype, _device(like)
         if init is not None:
             xp = _checks.namespace(init=init) if like is None else _checks.namespace(
                 like=like, init=init
             )
+            _checks.check_concrete("init", init)
+            init = _checks.detached(init)
             if like is None:
                 _checks.check_float(xp, "init", init)
                 dtype, dev = init.dtype, _device(init)
@@ -394,10 +416,25 @@ class RunningCenters:
         self._rule = rule
         self._alpha = alpha
         self._centers = centers
-        self._sums = xp.zeros((num_classes, dim), dtype=dtype, device=dev)
+        self._sums = xp.zeros(
+            (num_classes, dim), dtype=_checks.compute_dtype(xp, dtype), device=dev
+        )
         self._counts = xp.zeros(
             (num_classes,), dtype=_checks.default_index_dtype(xp, dev), device=dev
         )
+        self._lock = threading.Lock()
+
+    # the namespace (a module) and the lock do not pickle: rebuilt on load
+    def __getstate__(self) -> dict:
+        with self._lock:
+            state = dict(self.__dict__)
+        del state["_xp"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._xp = _checks.namespace(centers=self._centers)
+        self._lock = threading.Lock()
 
     @property
     def num_classes(self) -> int:
@@ -426,8 +463,15 @@ class RunningCenters:
         return self._xp.asarray(self._counts, copy=True)
 
     def update(self, x: Any, labels: Any) -> Any:
-        """Fold one batch in; returns the new centers."""
+        """Fold one batch in; returns the new centers.
+
+        The batch sums are taken in the accumulator's dtype (float32 for
+        half-precision centers), not rounded to the centers' dtype first.
+        """
         xp = _checks.namespace(centers=self._centers, x=x, labels=labels)
+        _checks.check_concrete("x", x)
+        _checks.check_concrete("labels", labels)
+        x, labels = _checks.detached(x), _checks.detached(labels)
         _checks.check_float(xp, "x", x)
         _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
         if x.shape[1] != self.dim:
@@ -440,51 +484,73 @@ class RunningCenters:
             )
         _check_batch(x, labels, self._centers)
         _checks.check_label_range(xp, "labels", labels, self.num_classes)
-        cdt = _checks.compute_dtype(xp, x.dtype)
-        sums = class_sums(xp, xp.astype(x, cdt), labels, self.num_classes)
+        sums = class_sums(xp, xp.astype(x, self._sums.dtype), labels, self.num_classes)
         counts = class_counts(xp, labels, self.num_classes)
-        return self._apply(xp.astype(sums, x.dtype), counts)
+        return self._apply(sums, counts, ("x", "labels"))
 
     def update_from_stats(self, sums: Any, counts: Any) -> Any:
-        """Fold in statistics ``(s, n)`` (e.g. all-reduced across workers)."""
-        xp = _check_stats(self._centers, sums, counts)
-        idx = self._counts.dtype
-        if xp.isdtype(counts.dtype, "real floating"):
-            if not bool(xp.all(counts == xp.round(counts))):
-                raise ValueError("counts: expected whole numbers, got a fraction")
-        return self._apply(sums, xp.astype(counts, idx))
+        """Fold in statistics ``(s, n)`` (e.g. all-reduced across workers).
 
-    def _apply(self, sums: Any, counts: Any) -> Any:
+        ``counts`` may have any integer dtype (unsigned included) or hold
+        whole floating values; each must be below ``2**63`` (the int64 range).
+        """
+        _checks.check_concrete("sums", sums)
+        _checks.check_concrete("counts", counts)
+        sums, counts = _checks.detached(sums), _checks.detached(counts)
+        xp = _check_stats(self._centers, sums, counts)
+        counts = _checks.check_counts(xp, "counts", counts, self._counts.dtype)
+        return self._apply(xp.astype(sums, self._sums.dtype), counts, ("sums", "counts"))
+
+    def _apply(self, sums: Any, counts: Any, names: tuple[str, str]) -> Any:
+        """Fold validated statistics (accumulator dtype, index dtype) into the state."""
         xp = self._xp
-        cdt = _checks.compute_dtype(xp, self._centers.dtype)
-        new_sums = self._sums + sums
-        new_counts = self._counts + counts
-        old = xp.astype(self._centers, cdt)
-        if self._rule == "mean":
-            n = xp.astype(new_counts, cdt)[:, None]
-            seen = n > 0
-            mean = xp.astype(new_sums, cdt) / xp.where(seen, n, xp.ones_like(n))
-            new = xp.where(seen, mean, old)
-        else:
-            new = apply_update(xp, old, xp.astype(sums, cdt), counts, self._rule, self._alpha)
-        new = xp.astype(new, self._centers.dtype)
-        # commit all three together: nothing is left half-updated
-        self._centers, self._sums, self._counts = new, new_sums, new_counts
-        return self.centers
+        acc = self._sums.dtype
+        # read, compute and commit under one lock: two threads must not both
+        # start from the same old state (one update would be lost)
+        with self._lock:
+            _checks.check_running_total(xp, names[1], counts, self._counts)
+            new_sums = self._sums + sums
+            new_counts = self._counts + counts
+            old = xp.astype(self._centers, acc)
+            if self._rule == "mean":
+                n = xp.astype(new_counts, acc)[:, None]
+                seen = n > 0
+                mean = new_sums / xp.where(seen, n, xp.ones_like(n))
+                new = xp.where(seen, mean, old)
+            else:
+                new = apply_update(xp, old, sums, counts, self._rule, self._alpha)
+            new = xp.astype(new, self._centers.dtype)
+            _checks.check_no_overflow(xp, names[0], new_sums, f"running sums ({acc})")
+            _checks.check_no_overflow(xp, names[0], new, f"centers ({new.dtype})")
+            # commit all three together: nothing is left half-updated
+            self._centers, self._sums, self._counts = new, new_sums, new_counts
+        return xp.asarray(new, copy=True)
 
     def state_dict(self) -> dict:
-        """``{"rule", "alpha", "centers", "sums", "counts"}`` (arrays copied)."""
+        """``{"rule", "alpha", "centers", "sums", "counts"}`` (arrays copied).
+
+        ``sums`` has the accumulator's dtype and ``counts`` the index dtype.
+        """
         xp = self._xp
+        with self._lock:
+            rule, alpha = self._rule, self._alpha
+            centers, sums, counts = self._centers, self._sums, self._counts
         return {
-            "rule": self._rule,
-            "alpha": self._alpha,
-            "centers": xp.asarray(self._centers, copy=True),
-            "sums": xp.asarray(self._sums, copy=True),
-            "counts": xp.asarray(self._counts, copy=True),
+            "rule": rule,
+            "alpha": alpha,
+            "centers": xp.asarray(centers, copy=True),
+            "sums": xp.asarray(sums, copy=True),
+            "counts": xp.asarray(counts, copy=True),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`; raises and changes nothing if it does not fit."""
+        """Restore a :meth:`state_dict`; raises and changes nothing if it does not fit.
+
+        The arrays must come from the library of the centers, ``centers`` and
+        ``sums`` real floating and finite, ``counts`` integer, non-negative and
+        below ``2**63``; they are converted to the object's dtypes and device
+        (a state saved with half-precision ``sums`` widens exactly).
+        """
         if not isinstance(state, dict):
             raise TypeError(f"state: expected a dict, got {type(state).__name__}")
         missing = {"rule", "alpha", "centers", "sums", "counts"} - set(state)
@@ -503,29 +569,33 @@ class RunningCenters:
             ("sums", (self.num_classes, self.dim), self._sums.dtype),
             ("counts", (self.num_classes,), self._counts.dtype),
         ):
+            name = f"state[{key!r}]"
+            a = state[key]
+            _checks.check_same_library(name, a, "the centers", self._centers)
+            _checks.check_concrete(name, a)
+            a = _checks.detached(a)
+            if tuple(a.shape) != shape:
+                raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
+            if key == "counts":
+                if not xp.isdtype(a.dtype, "integral"):
+                    raise TypeError(f"{name}: expected an integer dtype, got {a.dtype}")
+                a = _checks.check_counts(xp, name, a, dtype)
+            else:
+                _checks.check_float(xp, name, a)
             try:
-                a = xp.asarray(state[key], dtype=dtype, device=dev, copy=True)
+                a = xp.asarray(xp.astype(a, dtype), device=dev, copy=True)
             except Exception as exc:
                 raise TypeError(
-                    f"state[{key!r}]: expected an array convertible to {dtype}, "
+                    f"{name}: expected an array convertible to {dtype} on {dev!r}, "
                     f"got {type(state[key]).__name__} ({exc})"
                 ) from None
-            if tuple(a.shape) != shape:
-                raise ValueError(
-                    f"state[{key!r}]: expected shape {shape}, got {tuple(a.shape)}"
-                )
             if key != "counts":
-                _checks.check_finite(xp, f"state[{key!r}]", a)
+                _checks.check_finite(xp, name, a)
             arrays[key] = a
-        raw = state["counts"]
-        raw_dtype = getattr(raw, "dtype", None)
-        if raw_dtype is not None and "int" not in str(raw_dtype):
-            raise TypeError(f"state['counts']: expected an integer array, got {raw_dtype}")
-        if arrays["counts"].shape[0] and bool(xp.any(arrays["counts"] < 0)):
-            raise ValueError("state['counts']: expected non-negative counts, got a negative one")
-        self._rule, self._alpha = state["rule"], alpha
-        self._centers, self._sums, self._counts = (
-            arrays["centers"],
-            arrays["sums"],
-            arrays["counts"],
-        )
+        with self._lock:
+            self._rule, self._alpha = state["rule"], alpha
+            self._centers, self._sums, self._counts = (
+                arrays["centers"],
+                arrays["sums"],
+                arrays["counts"],
+            )
