@@ -31,6 +31,8 @@ TypeError / ValueError, message for message.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -200,12 +202,23 @@ class PairedDistancesFunction(_RefflossFunction):
 
 
 class CenterLossFunction(_RefflossFunction):
-    """:func:`refloss.center_loss`; ``apply(options, x, labels, centers)``."""
+    """:func:`refloss.center_loss`; ``apply(options, x, labels, centers)``.
+
+    Forward and backward run outside any ``torch.autocast`` region: the core
+    picks its compute dtype itself, and autocast would run the one-hot GEMM
+    of the center gradient in half precision.
+    """
 
     @staticmethod
     def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
         _require_tensors(("x", "labels", "centers"), (x, labels, centers))
-        return _forward(ctx, rl.center_loss, options, (x, labels, centers))
+        with _no_autocast(x):
+            return _forward(ctx, rl.center_loss, options, (x, labels, centers))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
+        with _no_autocast(grad):
+            return _RefflossFunction.backward(ctx, grad)
 
 
 class ContrastiveLossFunction(_RefflossFunction):
@@ -719,7 +732,11 @@ class CenterLoss(nn.Module):
     ``state_dict`` holds ``centers``, ``sums``, ``counts`` and the rule and
     alpha (extra state); loading one that does not fit raises and changes
     nothing, and loading adopts its rule and alpha (as
-    :meth:`refloss.RunningCenters.load_state_dict`).
+    :meth:`refloss.RunningCenters.load_state_dict`). ``sums`` is kept in
+    the accumulator dtype (float32 at least, also after ``.half()``) and
+    ``counts`` in int64. Under ``torch.autocast`` (or with any float16 /
+    bfloat16 ``x``) the features are cast up to wider centers, and the loss,
+    its gradient and the update are computed outside autocast.
 
     Reference: Wen, Zhang, Li, Qiao, ECCV 2016, Eq. 2 and 4; KaiyangZhou's
     pytorch-center-loss ``center_loss.py`` (learned centers).
@@ -765,9 +782,11 @@ class CenterLoss(nn.Module):
             self.register_buffer("centers", state["centers"])
             self.register_buffer("sums", state["sums"])
             self.register_buffer("counts", state["counts"])
+        self._update_lock = threading.Lock()
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
-        return center_loss(x, labels, self.centers, reduction=self.reduction)
+        return center_loss(_widen_half(x, self.centers), labels, self.centers,
+                           reduction=self.reduction)
 
     # -- updates (learn_centers=False)
 
@@ -807,26 +826,53 @@ class CenterLoss(nn.Module):
     def update(self, x: Tensor, labels: Tensor) -> Tensor:
         r"""Fold one batch into the centers by ``rule``; returns the new centers (a copy).
 
-        ``x`` is detached and nothing is recorded by autograd. Bad input
-        (labels out of range, NaN, wrong shape or dtype, ...) raises the
-        core's error and leaves every buffer as it was.
+        ``x`` is detached and nothing is recorded by autograd; float16 or
+        bfloat16 ``x`` (from ``torch.autocast``) is cast up to wider centers.
+        Bad input (labels out of range, NaN, wrong shape or dtype, ...) raises
+        the core's error and leaves every buffer as it was. Updates from
+        several threads are serialised by a lock.
         """
-        running = self._running()
-        _require_tensors(("x", "labels"), (x, labels))
-        running.update(x.detach(), labels)
-        return self._commit(running)
+        with self._update_lock:
+            running = self._running()
+            _require_tensors(("x", "labels"), (x, labels))
+            with _no_autocast(self.centers):
+                running.update(_widen_half(x, self.centers).detach(), labels)
+            return self._commit(running)
 
     @torch.no_grad()
     def update_from_stats(self, sums: Tensor, counts: Tensor) -> Tensor:
         r"""Fold in per-class statistics :math:`(s, n)` — e.g. from
         :func:`refloss.center_stats` all-reduced across data-parallel workers —
         exactly as :meth:`update` on the whole batch would."""
-        running = self._running()
-        _require_tensors(("sums", "counts"), (sums, counts))
-        running.update_from_stats(sums.detach(), counts.detach())
-        return self._commit(running)
+        with self._update_lock:
+            running = self._running()
+            _require_tensors(("sums", "counts"), (sums, counts))
+            running.update_from_stats(sums.detach(), counts.detach())
+            return self._commit(running)
 
     # -- state
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> CenterLoss:
+        # .half() / .bfloat16() cast every floating buffer; the running sums
+        # stay in the accumulator dtype (float32 at least), cast from their
+        # values before the call, never through half precision
+        sums = self._buffers.get("sums")
+        super()._apply(fn, recurse)
+        if sums is not None:
+            wide = _accumulator_dtype(self.centers.dtype)
+            if self.sums.dtype != wide:
+                self.sums = sums.to(device=self.sums.device, dtype=wide)
+        return self
+
+    # the lock does not pickle (torch.save, copy.deepcopy): a new one on load
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_update_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._update_lock = threading.Lock()
 
     def get_extra_state(self) -> dict:
         return {"rule": self.rule, "alpha": self.alpha}
@@ -875,9 +921,11 @@ class CenterLoss(nn.Module):
         except (TypeError, ValueError) as exc:
             error_msgs.append(f"{prefix or 'CenterLoss '}state: {exc}")
             return
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        with self._update_lock:
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                error_msgs,
+            )
 
     def extra_repr(self) -> str:
         mode = "learned" if self.learn_centers else f"rule={self.rule!r}, alpha={self.alpha!r}"
@@ -885,6 +933,32 @@ class CenterLoss(nn.Module):
             f"num_classes={self.num_classes}, dim={self.dim}, {mode}, "
             f"reduction={self.reduction!r}"
         )
+
+
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of RunningCenters' running sums: float32 at least."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _widen_half(x: Any, centers: Tensor) -> Any:
+    """float16/bfloat16 ``x`` (what ``torch.autocast`` produces) cast up to
+    wider centers, exactly; any other dtype is left for the core to check."""
+    if (
+        isinstance(x, torch.Tensor)
+        and x.dtype in _HALF
+        and x.dtype != centers.dtype
+        and torch.promote_types(x.dtype, centers.dtype) == centers.dtype
+    ):
+        return x.to(centers.dtype)
+    return x
+
+
+def _no_autocast(t: Tensor) -> Any:
+    """A context that switches ``torch.autocast`` off for the device of ``t``."""
+    kind = t.device.type
+    if torch.amp.is_autocast_available(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _probe_center_reduction(reduction: Any, centers: Tensor) -> None:
