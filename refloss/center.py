@@ -33,6 +33,7 @@ import threading
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 from array_api_compat import device as _device
 
 from . import _checks
@@ -387,8 +388,6 @@ class RunningCenters:
         _checks.check_choice("rule", rule, RUNNING_RULES)
         alpha = _checks.check_alpha(alpha)
         if like is None and init is None:
-            import numpy as np
-
             like = np.zeros((), dtype=np.float64)
         if like is not None:
             xp = _checks.namespace(like=like)
@@ -509,17 +508,19 @@ class RunningCenters:
         # start from the same old state (one update would be lost)
         with self._lock:
             _checks.check_running_total(xp, names[1], counts, self._counts)
-            new_sums = self._sums + sums
             new_counts = self._counts + counts
             old = xp.astype(self._centers, acc)
-            if self._rule == "mean":
-                n = xp.astype(new_counts, acc)[:, None]
-                seen = n > 0
-                mean = new_sums / xp.where(seen, n, xp.ones_like(n))
-                new = xp.where(seen, mean, old)
-            else:
-                new = apply_update(xp, old, sums, counts, self._rule, self._alpha)
-            new = xp.astype(new, self._centers.dtype)
+            # an overflow is refused just below: NumPy need not warn about it first
+            with np.errstate(over="ignore", invalid="ignore"):
+                new_sums = self._sums + sums
+                if self._rule == "mean":
+                    n = xp.astype(new_counts, acc)[:, None]
+                    seen = n > 0
+                    mean = new_sums / xp.where(seen, n, xp.ones_like(n))
+                    new = xp.where(seen, mean, old)
+                else:
+                    new = apply_update(xp, old, sums, counts, self._rule, self._alpha)
+                new = xp.astype(new, self._centers.dtype)
             _checks.check_no_overflow(xp, names[0], new_sums, f"running sums ({acc})")
             _checks.check_no_overflow(xp, names[0], new, f"centers ({new.dtype})")
             # commit all three together: nothing is left half-updated
