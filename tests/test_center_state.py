@@ -115,25 +115,22 @@ def int_labels(lib, values):
 
 @pytest.mark.parametrize(("lib", "dtype_name"), half_backends())
 def test_half_precision_running_mean_of_ones_stays_one(lib, dtype_name):
-    # bfloat16 sums stall at 256 (256 + 1 rounds back), float16 at 2048
-    steps = 300 if dtype_name == "bfloat16" else 2100
-    x, labels = make(lib, dtype_name, [[1.0, 1.0]]), int_labels(lib, [0])
+    # bfloat16 sums stall at 256 (256 + 1 rounds back); float16 sums of 3
+    # per batch stop being exact past 2048
+    rows, steps = (1, 300) if dtype_name == "bfloat16" else (3, 700)
+    x, labels = make(lib, dtype_name, np.ones((rows, D))), int_labels(lib, [0] * rows)
     rc = rl.RunningCenters(C, D, rule="mean", like=x)
-    if dtype_name == "float16":  # cheaper route to the same accumulation: whole batches
-        x, labels = make(lib, dtype_name, np.ones((100, D))), int_labels(lib, [0] * 100)
-        steps = 21
     for _ in range(steps):
         rc.update(x, labels)
-    rows = x.shape[0]
     assert to_numpy(rc.counts).tolist() == [steps * rows, 0, 0]
     np.testing.assert_array_equal(to_numpy(rc.state_dict()["sums"])[0], [steps * rows] * D)
     np.testing.assert_array_equal(to_numpy(rc.centers)[0], [1.0, 1.0])
     assert rc.centers.dtype == x.dtype
 
 
-@pytest.mark.parametrize(("lib", "dtype_name"), half_backends())
-def test_half_precision_sums_do_not_overflow_and_the_state_reloads(lib, dtype_name):
-    big = 60000.0  # finite in float16 and bfloat16; twice it overflows float16
+@pytest.mark.parametrize(("lib", "dtype_name"), [b for b in half_backends() if b[1] == "float16"])
+def test_float16_sums_do_not_overflow_and_the_state_reloads(lib, dtype_name):
+    big = 60000.0  # finite in float16; twice it overflows
     x, labels = make(lib, dtype_name, [[big, -big]]), int_labels(lib, [1])
     rc = rl.RunningCenters(C, D, rule="mean", like=x)
     for _ in range(4):
@@ -304,7 +301,6 @@ def test_updates_inside_jax_jit_are_refused_and_change_nothing(method):
     import jax.numpy as jnp
 
     rc = rl.RunningCenters(C, D, rule="mean", like=jnp.zeros(1))
-    rc.update(jnp.ones((2, D)), jnp.array([0, 1]))
     before = snapshot(rc)
 
     def traced(x):
@@ -384,7 +380,7 @@ def test_concurrent_updates_lose_no_sample(lib):
         torch = pytest.importorskip("torch")
         x, y = torch.tensor(rows), torch.tensor(labels)
         rc = rl.RunningCenters(C, D, rule="mean", like=x)
-    calls = hammer(lambda: rc.update(x, y))
+    calls = hammer(lambda: rc.update(x, y), per_thread=200)
     assert to_numpy(rc.counts).tolist() == [calls, 2 * calls, calls]
     np.testing.assert_array_equal(to_numpy(rc.state_dict()["sums"]),
                                   calls * np.array([[1.0, 2.0], [3.0, 5.0], [2.0, 2.0]]))
