@@ -461,6 +461,11 @@ def test_half_module_keeps_float32_sums_and_a_growing_mean():
     for _ in range(300):  # bfloat16 sums stalled at 256
         center.update(ones, torch.tensor([1]))
     assert center.sums[1].tolist() == [300.0, 300.0] and center.centers[1].tolist() == [1.0, 1.0]
+    # a checkpoint from before the wide accumulator: sums in bfloat16
+    old = {**center.state_dict(), "sums": torch.full((C, D), 0.5, dtype=torch.bfloat16),
+           "counts": torch.tensor([1, 1, 1])}
+    center.load_state_dict(old)
+    assert center.sums.dtype == torch.float32 and bool((center.sums == 0.5).all())
 
 
 def test_center_loss_concurrent_updates_lose_no_sample_and_the_module_copies():
