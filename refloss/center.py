@@ -322,8 +322,6 @@ def _check_stats(centers, sums, counts):
 # stateful convenience
 
 
-
-
 class RunningCenters:
     r"""Class centers kept up to date batch after batch.
 
