@@ -327,22 +327,25 @@ def contrastive_loss(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Tensor:
     r"""Contrastive loss of explicit pairs, differentiable.
 
-    :math:`l_i = s_i [d_i - m_+]_+^p + (1 - s_i)[m - d_i]_+^p` with
-    :math:`d_i = d(a_i, b_i)` and ``same`` boolean. Gradient (analytic):
-    :math:`\partial l/\partial d = s\,p\,[d - m_+]_+^{p-1} - (1 - s)\,p\,[m - d]_+^{p-1}`
+    :math:`l_i = c\,(s_i [d_i - m_+]_+^p + (1 - s_i)[m - d_i]_+^p)` with
+    :math:`d_i = d(a_i, b_i)`, ``same`` boolean and :math:`c` = ``scale``.
+    Gradient (analytic):
+    :math:`\partial l/\partial d = c\,(s\,p\,[d - m_+]_+^{p-1} - (1 - s)\,p\,[m - d]_+^{p-1})`
     (a hinge exactly at 0 has subgradient 0), chained through the distance
-    and, with ``normalize=True``, the normalisation. No factor ½ (as
-    TensorFlow Addons). ``same`` gets no gradient.
+    and, with ``normalize=True``, the normalisation. No factor ½ by default
+    (as TensorFlow Addons); ``scale=0.5`` is Hadsell's ½ form. ``same`` gets
+    no gradient.
 
     Reference: Hadsell, Chopra, LeCun, CVPR 2006; :func:`refloss.contrastive_loss`
     (``refloss/contrastive.py``).
     """
     options = {
         "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction,
+        "normalize": normalize, "reduction": reduction, "scale": scale,
     }
     return ContrastiveLossFunction.apply(options, a, b, same)
 
@@ -357,12 +360,13 @@ def contrastive_loss_all_pairs(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Tensor:
     r"""Contrastive loss over every pair i < j of a labeled batch, differentiable.
 
     :func:`contrastive_loss` on the B(B−1)/2 pairs with
     :math:`s_{ij} = (y_i = y_j)`; ``"none"`` returns the terms in row-major
-    order (0,1), (0,2), …, (1,2), … Gradient: the analytic
+    order (0,1), (0,2), …, (1,2), …; every term times ``scale``. Gradient: the analytic
     :math:`\partial l/\partial d_{ij}` of :func:`contrastive_loss` through the
     scatter-free matrix VJP of the distances. ``labels`` gets no gradient.
 
@@ -371,7 +375,7 @@ def contrastive_loss_all_pairs(
     """
     options = {
         "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction,
+        "normalize": normalize, "reduction": reduction, "scale": scale,
     }
     return ContrastiveLossAllPairsFunction.apply(options, x, labels)
 
@@ -643,9 +647,9 @@ class ContrastiveLoss(nn.Module):
     explicit pairs call :func:`contrastive_loss` ``(a, b, same)``.
 
     Args:
-        margin, pos_margin, power, metric, normalize, reduction: as
+        margin, pos_margin, power, metric, normalize, reduction, scale: as
             :func:`refloss.contrastive_loss_all_pairs` (defaults 1.0, 0.0, 2,
-            ``"euclidean"``, False, ``"mean"``).
+            ``"euclidean"``, False, ``"mean"``, 1.0).
 
     Reference: Hadsell, Chopra, LeCun, CVPR 2006.
     """
@@ -659,6 +663,7 @@ class ContrastiveLoss(nn.Module):
         metric: str = "euclidean",
         normalize: bool = False,
         reduction: str = "mean",
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.margin = margin
@@ -667,12 +672,14 @@ class ContrastiveLoss(nn.Module):
         self.metric = metric
         self.normalize = normalize
         self.reduction = reduction
+        self.scale = scale
         _probe_options(rl.contrastive_loss_all_pairs, 2, **self._options())
 
     def _options(self) -> dict[str, Any]:
         return {
             "margin": self.margin, "pos_margin": self.pos_margin, "power": self.power,
             "metric": self.metric, "normalize": self.normalize, "reduction": self.reduction,
+            "scale": self.scale,
         }
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:

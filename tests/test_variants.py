@@ -1,0 +1,259 @@
+"""The variants users write, as references: value and gradient of each
+against a brute-force loop (``tests/helpers.py`` oracles, sharing no code with
+refloss) on every backend, against central finite differences (float64,
+away from every kink), hand-computed tie cases, bad input, and the torch /
+JAX adapters.
+
+* contrastive losses with ``scale`` (``scale=0.5`` is Hadsell's ½ form);
+* batch-all over unordered anchor-positive pairs (``pairs="unordered"``);
+* batch-hard with the anchor as its own positive (``anchor_as_positive=True``);
+* all positives, hardest negative (``hardest_negative_triplet_loss`` and
+  ``mine_hardest_negative``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_close,
+    directional_fd,
+    o_contrastive,
+    unit_directions,
+)
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import refloss as rl
+
+METRICS = ["euclidean", "sqeuclidean", "cosine"]
+REDUCTIONS = ["none", "sum", "mean", "mean_nonzero"]
+GRAD_TOL = {"rtol": 1e-8, "atol": 1e-10}
+FD_TOL = {"rtol": 1e-5, "atol": 1e-6}
+KINK = 1e-3  # finite differences stay this far from every kink
+
+# no subnormals: XLA on CPU flushes them to zero
+margins = st.one_of(st.sampled_from([0.0, 0.2, 1.0]),
+                    st.floats(0.0, 2.0, allow_subnormal=False))
+scales = st.one_of(st.sampled_from([0.5, 1.0, 2.0]),
+                   st.floats(1e-3, 10.0, allow_subnormal=False))
+
+
+def upstream(rng, shape):
+    return rng.normal(size=shape) if shape else 1.0
+
+
+def pull(backend, fn, args, g, **kw):
+    """(value, grads) of ``fn`` through ``refloss.vjp`` with upstream ``g``."""
+    value, pullback = rl.vjp(fn, *args, **kw)
+    if isinstance(g, np.ndarray) and backend is not None:
+        g = backend.asarray(g)
+    return value, pullback(g)
+
+
+# Eager JAX compiles every operation once per shape: on JAX the drawn inputs
+# keep one shape, so a property costs a few compiles, not one per example.
+FIXED = {"jax": (6, 3)}
+
+
+@st.composite
+def pairs_case(draw, max_rows=6, max_dim=3, shape=None):
+    n = draw(st.integers(0, max_rows)) if shape is None else shape[0]
+    dim = draw(st.integers(1, max_dim)) if shape is None else shape[1]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    same = np.asarray(draw(hnp.arrays(np.bool_, (n,))))
+    return rng.normal(size=(n, dim)), rng.normal(size=(n, dim)), same
+
+
+@st.composite
+def batches(draw, min_rows=1, max_rows=7, max_dim=3, max_classes=3, shape=None):
+    """A labeled batch with continuous coordinates (ties only where D = 1
+    cosine makes them: distances 0 or 2); ``shape`` fixes (B, D)."""
+    b = draw(st.integers(min_rows, max_rows)) if shape is None else shape[0]
+    dim = draw(st.integers(1, max_dim)) if shape is None else shape[1]
+    classes = draw(st.integers(1, max_classes))
+    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
+
+
+# --------------------------------------------------------------------------
+# contrastive with a scale factor
+
+
+def all_pairs_oracle(x, labels, *, g=None, reduction="mean", **kw):
+    """contrastive_loss_all_pairs by the paired oracle on the explicit i < j pairs."""
+    i, j = np.triu_indices(x.shape[0], k=1)
+    same = labels[i] == labels[j]
+    value, (ga, gb) = o_contrastive(x[i], x[j], same, g=g, reduction=reduction, **kw)
+    gx = np.zeros_like(x)
+    np.add.at(gx, i, ga)
+    np.add.at(gx, j, gb)
+    return value, gx
+
+
+@given(data=st.data(), metric=st.sampled_from(METRICS), margin=margins,
+       pos_margin=st.sampled_from([0.0, 0.3]), power=st.sampled_from([1, 2]),
+       normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), scale=scales,
+       seed=st.integers(0, 2**16))
+def test_contrastive_scale_matches_brute_force(backend, metric, data, margin, pos_margin,
+                                               power, normalize, reduction, scale, seed):
+    a, b, same = data.draw(pairs_case(shape=FIXED.get(backend.name)))
+    kw = {"margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
+          "normalize": normalize, "reduction": reduction, "scale": scale}
+    g = upstream(np.random.default_rng(seed), (a.shape[0],) if reduction == "none" else ())
+    expected, (ea, eb) = o_contrastive(a, b, same, g=g, **kw)
+    value, (ga, gb, gs) = pull(backend, rl.contrastive_loss,
+                               (backend.asarray(a), backend.asarray(b), backend.asarray(same)),
+                               g, **kw)
+    assert gs is None
+    assert_close(value, expected, backend, dtype="float64")
+    assert_close(ga, ea, backend, dtype="float64", **GRAD_TOL)
+    assert_close(gb, eb, backend, dtype="float64", **GRAD_TOL)
+
+
+@given(data=st.data(), metric=st.sampled_from(METRICS), margin=margins,
+       power=st.sampled_from([1, 2]), normalize=st.booleans(),
+       reduction=st.sampled_from(REDUCTIONS), scale=scales, seed=st.integers(0, 2**16))
+def test_contrastive_all_pairs_scale_matches_brute_force(backend, metric, data, margin, power,
+                                                         normalize, reduction, scale, seed):
+    x, labels = data.draw(batches(min_rows=0, shape=FIXED.get(backend.name)))
+    n_pairs = x.shape[0] * (x.shape[0] - 1) // 2
+    kw = {"margin": margin, "power": power, "metric": metric, "normalize": normalize,
+          "reduction": reduction, "scale": scale}
+    g = upstream(np.random.default_rng(seed), (n_pairs,) if reduction == "none" else ())
+    expected, egx = all_pairs_oracle(x, labels, g=g, **kw)
+    value, (gx, gl) = pull(backend, rl.contrastive_loss_all_pairs,
+                           (backend.asarray(x), backend.asarray(labels)), g, **kw)
+    assert gl is None
+    assert_close(value, expected, backend, dtype="float64")
+    assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
+
+
+@given(batch=batches(min_rows=2, max_rows=5), margin=st.sampled_from([0.5, 1.0, 3.0]),
+       power=st.sampled_from([1, 2]), metric=st.sampled_from(METRICS), scale=scales,
+       seed=st.integers(0, 2**16))
+def test_contrastive_scale_gradient_matches_finite_differences(batch, margin, power, metric,
+                                                               scale, seed):
+    x, labels = batch
+    i, j = np.triu_indices(x.shape[0], k=1)
+    d = np.array([np.linalg.norm(x[p] - x[q]) for p, q in zip(i, j)])
+    dm = d**2 if metric == "sqeuclidean" else d
+    assume(d.min() > KINK and np.abs(dm - margin).min() > KINK)
+    if metric == "cosine":
+        assume(np.linalg.norm(x, axis=1).min() > 1e-2 and x.shape[1] > 1)
+        cos = np.array([1 - x[p] @ x[q] / np.linalg.norm(x[p]) / np.linalg.norm(x[q])
+                        for p, q in zip(i, j)])
+        assume(np.abs(cos - margin).min() > KINK)
+    kw = {"margin": margin, "power": power, "metric": metric, "scale": scale,
+          "reduction": "sum"}
+    _, (gx, _) = rl.value_and_grad(rl.contrastive_loss_all_pairs, x, labels, **kw)
+
+    def scalar(z):
+        return float(rl.contrastive_loss_all_pairs(z, labels, **kw))
+
+    for v in unit_directions(np.random.default_rng(seed), x.shape, n=2):
+        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
+
+
+def test_contrastive_half_is_hadsell_by_hand(backend):
+    # d = 0.5 for both pairs, margin 1: ½·d² = 0.125 (similar), ½·(1 − d)² = 0.125
+    a = backend.asarray(np.zeros((2, 2)))
+    b = backend.asarray(np.array([[0.3, 0.4], [0.3, 0.4]]))
+    same = backend.asarray(np.array([True, False]))
+    terms = rl.contrastive_loss(a, b, same, reduction="none", scale=0.5)
+    assert_close(terms, [0.125, 0.125], backend, dtype="float64")
+    _, (ga, gb, _) = rl.value_and_grad(rl.contrastive_loss, a, b, same, reduction="sum",
+                                       scale=0.5)
+    # similar: ∂(½d²)/∂a = a − b; dissimilar: −(1 − d)·(a − b)/d = −(a − b)
+    assert_close(ga, [[-0.3, -0.4], [0.3, 0.4]], backend, dtype="float64")
+    assert_close(gb, [[0.3, 0.4], [-0.3, -0.4]], backend, dtype="float64")
+
+
+def test_contrastive_mean_nonzero_counts_the_same_terms_at_any_scale(numpy_backend):
+    x = np.array([[0.0, 0.0], [0.6, 0.8], [0.0, -0.5], [3.0, 3.0]])
+    labels = np.array([0, 0, 1, 1])
+    one = rl.contrastive_loss_all_pairs(x, labels, reduction="mean_nonzero")
+    half = rl.contrastive_loss_all_pairs(x, labels, reduction="mean_nonzero", scale=0.5)
+    np.testing.assert_allclose(half, 0.5 * one, rtol=1e-15)
+
+
+@pytest.mark.parametrize("fn", ["contrastive_loss", "contrastive_loss_all_pairs"])
+@pytest.mark.parametrize(("scale", "error"), [
+    (0.0, ValueError), (-0.5, ValueError), (float("inf"), ValueError),
+    (float("nan"), ValueError), ("0.5", TypeError), (True, TypeError), (None, TypeError),
+])
+def test_contrastive_scale_must_be_a_finite_positive_number(numpy_backend, fn, scale, error):
+    x = np.zeros((2, 2))
+    args = (x, x, np.array([True, False])) if fn == "contrastive_loss" else (x, np.array([0, 1]))
+    with pytest.raises(error, match=r"^scale: expected a (real number|finite number > 0), got"):
+        getattr(rl, fn)(*args, scale=scale)
+
+
+# --------------------------------------------------------------------------
+# adapters: the new keywords pass through, gradients are refloss's
+
+_RNG = np.random.default_rng(7)
+_X = _RNG.normal(size=(6, 3))
+_LABELS = np.array([0, 1, 0, 2, 1, 0])
+_SAME = np.array([True, False, True, False, False, True])
+# (function, options): one call of each variant through the adapters
+ADAPTER_CASES = [
+    ("contrastive_loss", {"scale": 0.5}),
+    ("contrastive_loss_all_pairs", {"scale": 0.5, "margin": 2.0}),
+]
+
+
+def _adapter_args(name, lib):
+    x = lib(_X)
+    if name == "contrastive_loss":
+        return (x, lib(_X[::-1].copy()), lib(_SAME)), 0
+    return (x, lib(_LABELS)), 0
+
+
+@pytest.mark.parametrize(("name", "options"), ADAPTER_CASES, ids=[c[0] for c in ADAPTER_CASES])
+def test_torch_adapter_passes_the_variant_options_and_gradchecks(name, options):
+    torch = pytest.importorskip("torch")
+    rt = pytest.importorskip("refloss.adapters.torch")
+    args, wrt = _adapter_args(name, torch.tensor)
+    args = tuple(a.clone().requires_grad_(i == wrt) for i, a in enumerate(args))
+    fn = getattr(rt, name)
+    value = fn(*args, **options)
+    np.testing.assert_allclose(value.detach().numpy(),
+                               getattr(rl, name)(*_adapter_args(name, np.asarray)[0], **options),
+                               rtol=1e-12)
+    def of_wrt(z):
+        return fn(*(z if i == wrt else a.detach() for i, a in enumerate(args)), **options)
+
+    assert torch.autograd.gradcheck(of_wrt, (args[wrt],))
+
+
+@pytest.mark.parametrize(("name", "options"), ADAPTER_CASES, ids=[c[0] for c in ADAPTER_CASES])
+def test_jax_adapter_passes_the_variant_options(name, options):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    rlj = pytest.importorskip("refloss.adapters.jax")
+    args, wrt = _adapter_args(name, jax.numpy.asarray)
+    fn = getattr(rlj, name)
+
+    def loss(z):
+        return fn(*(z if i == wrt else a for i, a in enumerate(args)), **options)
+
+    value, grad = jax.value_and_grad(loss)(args[wrt])
+    np_args = _adapter_args(name, np.asarray)[0]
+    ref_value, ref_grads = rl.value_and_grad(getattr(rl, name), *np_args, **options)
+    np.testing.assert_allclose(np.asarray(value), ref_value, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), ref_grads[wrt], rtol=1e-10, atol=1e-12)
+
+
+def test_torch_contrastive_module_takes_scale():
+    torch = pytest.importorskip("torch")
+    rt = pytest.importorskip("refloss.adapters.torch")
+    module = rt.ContrastiveLoss(scale=0.5)
+    assert "scale=0.5" in repr(module)
+    got = module(torch.tensor(_X), torch.tensor(_LABELS))
+    np.testing.assert_allclose(got.numpy(), rl.contrastive_loss_all_pairs(_X, _LABELS, scale=0.5),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r"^scale: expected a finite number > 0"):
+        rt.ContrastiveLoss(scale=-1.0)
