@@ -421,6 +421,7 @@ def batch_all_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean_nonzero",
+    pairs: str = "ordered",
 ) -> Tensor:
     r"""Batch-all triplet loss over every valid (a, p, n) of a labeled batch, differentiable.
 
@@ -429,14 +430,15 @@ def batch_all_triplet_loss(
     ``"none"`` gives the ``[B, B]`` per-pair sums. Gradient (analytic, O(B²
     log B) for the hinge): :math:`\partial L/\partial d_{ap} = w\,k_{ap}`,
     :math:`\partial L/\partial d_{an} = -w\,\#\{p : d_{ap} + m > d_{an}\}`, then
-    the distance VJP; the non-zero count is a constant.
+    the distance VJP; the non-zero count is a constant. ``pairs="unordered"``
+    keeps each positive pair {a, p} once, a < p.
 
     Reference: Hermans, Beyer, Leibe 2017 (:math:`L_{BA\ne0}`);
     :func:`refloss.batch_all_triplet_loss` (``refloss/triplet.py``).
     """
     options = {
         "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction,
+        "reduction": reduction, "pairs": pairs,
     }
     return BatchAllTripletLossFunction.apply(options, x, labels)
 

@@ -278,12 +278,14 @@ class PositiveTable:
     a positive c of a sits at ``j = rank_c`` (its position within its own
     class block), so ``dense[a, c] = table[a, rank_c]`` is a gather along
     columns. W is a Python int read from the labels, so the table needs
-    concrete labels (not a JAX tracer).
+    concrete labels (not a JAX tracer). With ``upper=True`` only the members
+    of index greater than the anchor are positives (the unordered pairs
+    a < p of batch-all).
     """
 
     __slots__ = ("d", "members", "rank", "valid", "width")
 
-    def __init__(self, xp: Any, d: Any, labels: Any) -> None:
+    def __init__(self, xp: Any, d: Any, labels: Any, *, upper: bool = False) -> None:
         b = labels.shape[0]
         dev = _device(d)
         idx = _checks.default_index_dtype(xp, dev)
@@ -296,7 +298,8 @@ class PositiveTable:
         slot = xp.clip(start[:, None] + j[None, :], 0, b - 1)
         self.members = xp.reshape(xp.take(order, xp.reshape(slot, (-1,))), (b, self.width))
         rows = xp.arange(b, dtype=idx, device=dev)
-        self.valid = (j[None, :] < count[:, None]) & (self.members != rows[:, None])
+        other = (self.members > rows[:, None]) if upper else (self.members != rows[:, None])
+        self.valid = (j[None, :] < count[:, None]) & other
         inverse = xp.argsort(order, stable=True)
         self.rank = xp.astype(inverse, idx) - start
         self.d = xp.take_along_axis(d, self.members, axis=1)

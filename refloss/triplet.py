@@ -71,6 +71,8 @@ _LOOP_WIDTH = 8
 _TIED_PASSES = 64
 # Elements of one row block of a B×B row-wise search (see _by_row_blocks).
 _BLOCK_ELEMENTS = 1 << 20
+# Anchor-positive pairs of batch-all: every ordered (a, p), or each {a, p} once.
+PAIRS = ("ordered", "unordered")
 
 
 # --------------------------------------------------------------------------
@@ -680,15 +682,19 @@ def semihard_triplet_loss(
 
 def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean_nonzero",
+    reduction="mean_nonzero", pairs="ordered",
 ):
     xp, dtype, margin, d, eres = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
+    _checks.check_choice("pairs", pairs, PAIRS)
+    upper = pairs == "unordered"
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
     pos, neg, cols = label_masks(xp, labels, d)
+    if upper:  # each unordered pair once, the lower index as anchor
+        pos = pos & (cols[:, None] < cols[None, :])
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
     n_valid = xp.sum(n_pos * n_neg)
@@ -697,7 +703,7 @@ def _batch_all_fwd(
         state = None
     elif reduction != "none" and compact_ok(xp, labels):
         # the per-pair sums are only summed: keep them in the B×W table
-        tab = PositiveTable(xp, d, labels)
+        tab = PositiveTable(xp, d, labels, upper=upper)
         terms, k = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin)
         n_nonzero = xp.sum(k)
         state = (k, margin, tab)
@@ -885,6 +891,7 @@ def batch_all_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean_nonzero",
+    pairs: str = "ordered",
 ) -> Any:
     r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
 
@@ -902,6 +909,13 @@ def batch_all_triplet_loss(
     ``"none"``). Soft margin: no shortcut exists; the triplets are evaluated
     in anchor chunks of at most max(B², 2²⁰) elements, O(B³) time, O(B²) memory.
 
+    ``pairs="unordered"`` counts each unordered positive pair {a, p} once,
+    with the lower index as anchor (a < p: the ``triu`` mask of many
+    implementations): the sums above run over p > a only, the positive
+    mask is restricted to the upper triangle before anything else, and the
+    same algorithm, gradient and reductions apply to that smaller set
+    ("mean" then divides by :math:`\sum_a \#\{p > a\}\,\#neg(a)`).
+
     Args:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels.
@@ -918,6 +932,8 @@ def batch_all_triplet_loss(
             :math:`S_{ap} = \sum_n l_{apn}` (**0 where (a, p) is not a
             positive pair**), whose total is the ``"sum"`` value.
             No valid (or no non-zero) triplet gives 0.
+        pairs: ``"ordered"`` (default: every positive pair (a, p), p ≠ a) or
+            ``"unordered"`` (only a < p; ``"none"`` is then upper triangular).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -930,5 +946,5 @@ def batch_all_triplet_loss(
     """
     return _batch_all_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction,
+        reduction=reduction, pairs=pairs,
     )[0]

@@ -18,7 +18,9 @@ import pytest
 from helpers import (
     assert_close,
     directional_fd,
+    kink_gap,
     o_contrastive,
+    o_triplet_loss,
     unit_directions,
 )
 from hypothesis import assume, given
@@ -38,6 +40,14 @@ margins = st.one_of(st.sampled_from([0.0, 0.2, 1.0]),
                     st.floats(0.0, 2.0, allow_subnormal=False))
 scales = st.one_of(st.sampled_from([0.5, 1.0, 2.0]),
                    st.floats(1e-3, 10.0, allow_subnormal=False))
+
+
+def skip_eager_jax(backend):
+    """Eager JAX compiles the mined losses' many small ops per shape and
+    option (seconds per example here); JAX runs them once through the
+    adapter tests below instead."""
+    if backend.name == "jax":
+        pytest.skip("eager JAX: covered by the adapter tests (compile time)")
 
 
 def upstream(rng, shape):
@@ -192,6 +202,116 @@ def test_contrastive_scale_must_be_a_finite_positive_number(numpy_backend, fn, s
 
 
 # --------------------------------------------------------------------------
+# batch-all over unordered anchor-positive pairs
+
+
+def o_sets(labels, a):
+    pos = [p for p in range(len(labels)) if p != a and labels[p] == labels[a]]
+    neg = [n for n in range(len(labels)) if labels[n] != labels[a]]
+    return pos, neg
+
+
+def unordered_triplets(labels):
+    """Every (slot, a, p, n) with a < p, y_p = y_a, y_n != y_a."""
+    out = []
+    for a in range(len(labels)):
+        pos, neg = o_sets(labels, a)
+        out += [((a, p), a, p, n) for p in pos if p > a for n in neg]
+    return out
+
+
+@given(data=st.data(), metric=st.sampled_from(METRICS), soft=st.booleans(), margin=margins,
+       normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
+def test_batch_all_unordered_matches_brute_force(backend, data, metric, soft, margin, normalize,
+                                                 reduction, seed):
+    skip_eager_jax(backend)
+    x, labels = data.draw(batches())
+    b = x.shape[0]
+    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+          "reduction": reduction}
+    g = upstream(np.random.default_rng(seed), (b, b) if reduction == "none" else ())
+    expected, egx = o_triplet_loss(x, unordered_triplets(labels), (b, b), g=g, **kw)
+    value, (gx, gl) = pull(backend, rl.batch_all_triplet_loss,
+                           (backend.asarray(x), backend.asarray(labels)), g,
+                           pairs="unordered", **kw)
+    assert gl is None
+    assert_close(value, expected, backend, dtype="float64")
+    assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_batch_all_unordered_wide_classes_match_brute_force(numpy_backend, reduction):
+    # classes wider than the positive table's loop width (8): the row-search path
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(22, 3))
+    labels = np.array([0] * 12 + [1] * 10)
+    g = upstream(rng, (22, 22) if reduction == "none" else ())
+    kw = {"margin": 0.8, "metric": "euclidean", "soft": False, "normalize": False,
+          "reduction": reduction}
+    expected, egx = o_triplet_loss(x, unordered_triplets(labels), (22, 22), g=g, **kw)
+    value, (gx, _) = pull(numpy_backend, rl.batch_all_triplet_loss, (x, labels), g,
+                          pairs="unordered", **kw)
+    assert_close(value, expected, numpy_backend, dtype="float64")
+    assert_close(gx, egx, numpy_backend, dtype="float64", **GRAD_TOL)
+
+
+@given(batch=batches(min_rows=2, max_rows=6), metric=st.sampled_from(METRICS),
+       soft=st.booleans(), margin=margins, normalize=st.booleans(),
+       reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
+def test_batch_all_unordered_gradient_matches_finite_differences(batch, metric, soft, margin,
+                                                                 normalize, reduction, seed):
+    x, labels = batch
+    candidates = [t[1:] for t in unordered_triplets(labels)]
+    assume(kink_gap(x, candidates, margin=margin, metric=metric, soft=soft,
+                    normalize=normalize) > KINK)
+    rng = np.random.default_rng(seed)
+    b = x.shape[0]
+    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+          "reduction": reduction, "pairs": "unordered"}
+    g = upstream(rng, (b, b) if reduction == "none" else ())
+    _, (gx, _) = pull(None, rl.batch_all_triplet_loss, (x, labels), g, **kw)
+
+    def scalar(z):
+        return float(np.sum(np.asarray(rl.batch_all_triplet_loss(z, labels, **kw)) * g))
+
+    for v in unit_directions(rng, x.shape, n=2):
+        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
+
+
+def test_batch_all_unordered_by_hand(backend):
+    # x = 0, 1, 2.5 on a line, labels 0 0 1, margin 2: ordered triplets
+    # (0,1,2): 1 − 2.5 + 2 = 0.5 and (1,0,2): 1 − 1.5 + 2 = 1.5; unordered keeps (0,1,2)
+    skip_eager_jax(backend)
+    x = backend.asarray(np.array([[0.0], [1.0], [2.5]]))
+    labels = backend.asarray(np.array([0, 0, 1]))
+    ordered = rl.batch_all_triplet_loss(x, labels, margin=2.0, reduction="sum")
+    assert_close(ordered, 2.0, backend, dtype="float64")
+    value, (gx, _) = rl.value_and_grad(rl.batch_all_triplet_loss, x, labels, margin=2.0,
+                                       reduction="sum", pairs="unordered")
+    assert_close(value, 0.5, backend, dtype="float64")
+    # ∂/∂x: +∂d01 − ∂d02 = [−1 + 1, 1, −1]
+    assert_close(gx, [[0.0], [1.0], [-1.0]], backend, dtype="float64")
+    terms = rl.batch_all_triplet_loss(x, labels, margin=2.0, reduction="none",
+                                      pairs="unordered")
+    assert_close(terms, [[0.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], backend,
+                 dtype="float64")
+    for reduction, want in (("mean", 0.5), ("mean_nonzero", 0.5)):
+        got = rl.batch_all_triplet_loss(x, labels, margin=2.0, reduction=reduction,
+                                        pairs="unordered")
+        assert_close(got, want, backend, dtype="float64")
+
+
+def test_batch_all_pairs_must_be_a_known_choice(numpy_backend):
+    x, labels = np.zeros((2, 2)), np.array([0, 0])
+    with pytest.raises(ValueError, match=r"^pairs: expected one of 'ordered', 'unordered', "
+                                         r"got 'upper'"):
+        rl.batch_all_triplet_loss(x, labels, pairs="upper")
+    with pytest.raises(ValueError, match=r"^pairs: expected one of"):
+        rl.batch_all_triplet_loss(np.zeros((0, 2)), np.zeros((0,), dtype=np.int64),
+                                  pairs=None)
+
+
+# --------------------------------------------------------------------------
 # adapters: the new keywords pass through, gradients are refloss's
 
 _RNG = np.random.default_rng(7)
@@ -202,6 +322,7 @@ _SAME = np.array([True, False, True, False, False, True])
 ADAPTER_CASES = [
     ("contrastive_loss", {"scale": 0.5}),
     ("contrastive_loss_all_pairs", {"scale": 0.5, "margin": 2.0}),
+    ("batch_all_triplet_loss", {"pairs": "unordered", "margin": 2.0, "reduction": "sum"}),
 ]
 
 
@@ -240,7 +361,7 @@ def test_jax_adapter_passes_the_variant_options(name, options):
     def loss(z):
         return fn(*(z if i == wrt else a for i, a in enumerate(args)), **options)
 
-    value, grad = jax.value_and_grad(loss)(args[wrt])
+    value, grad = jax.jit(jax.value_and_grad(loss))(args[wrt])  # one compile, not one per op
     np_args = _adapter_args(name, np.asarray)[0]
     ref_value, ref_grads = rl.value_and_grad(getattr(rl, name), *np_args, **options)
     np.testing.assert_allclose(np.asarray(value), ref_value, rtol=1e-12)
