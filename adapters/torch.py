@@ -452,6 +452,7 @@ def batch_hard_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean",
+    anchor_as_positive: bool = False,
 ) -> Tensor:
     r"""Batch-hard triplet loss, one term per anchor with a positive and a negative, differentiable.
 
@@ -459,14 +460,15 @@ def batch_hard_triplet_loss(
     ``"mean"`` over valid anchors, ``"none"`` the ``[B]`` terms (0 for
     invalid anchors). Gradient (analytic): :math:`G_{a p_a} = w_a`,
     :math:`G_{a n_a} = -w_a` on the selected pairs only (ties to the lowest
-    index), then the distance VJP.
+    index), then the distance VJP. ``anchor_as_positive=True`` counts the
+    anchor as its own positive at distance 0 (the re-ID mask with the diagonal).
 
     Reference: Hermans, Beyer, Leibe 2017; :func:`refloss.batch_hard_triplet_loss`
     (``refloss/triplet.py``).
     """
     options = {
         "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction,
+        "reduction": reduction, "anchor_as_positive": anchor_as_positive,
     }
     return BatchHardTripletLossFunction.apply(options, x, labels)
 

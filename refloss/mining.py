@@ -208,13 +208,25 @@ def arg_extreme(xp: Any, d: Any, mask: Any, cols: Any, *, largest: bool):
 
 
 class BatchHard:
-    """Batch-hard selection: positive/negative index and distance per anchor."""
+    """Batch-hard selection: positive/negative index and distance per anchor.
+
+    With ``anchor_as_positive=True`` the anchor is one of its own positives
+    at distance exactly 0 (whatever ``d[a, a]`` holds: a zero row's cosine
+    self-distance is 1); ``pos[a] == a`` then marks that choice.
+    """
 
     __slots__ = ("d_an", "d_ap", "neg", "pos", "valid")
 
-    def __init__(self, xp: Any, d: Any, labels: Any) -> None:
+    def __init__(
+        self, xp: Any, d: Any, labels: Any, *, anchor_as_positive: bool = False
+    ) -> None:
         pos_mask, neg_mask, cols = label_masks(xp, labels, d)
-        self.d_ap, self.pos, has_p = arg_extreme(xp, d, pos_mask, cols, largest=True)
+        d_pos = d
+        if anchor_as_positive:
+            eye = cols[:, None] == cols[None, :]
+            pos_mask = pos_mask | eye
+            d_pos = xp.where(eye, 0.0, d)
+        self.d_ap, self.pos, has_p = arg_extreme(xp, d_pos, pos_mask, cols, largest=True)
         self.d_an, self.neg, has_n = arg_extreme(xp, d, neg_mask, cols, largest=False)
         self.valid = has_p & has_n
 

@@ -20,6 +20,8 @@ from helpers import (
     directional_fd,
     kink_gap,
     o_contrastive,
+    o_dist,
+    o_normalize,
     o_triplet_loss,
     unit_directions,
 )
@@ -312,6 +314,124 @@ def test_batch_all_pairs_must_be_a_known_choice(numpy_backend):
 
 
 # --------------------------------------------------------------------------
+# batch-hard with the anchor as its own positive
+
+
+def self_positive_triplets(x, labels, metric, normalize):
+    """One (slot, a, p*, n*) per anchor with a negative; p* over {a} ∪ positives
+    with d_aa = 0, n* over the negatives; ties to the lowest index."""
+    xe = o_normalize(x) if normalize else x
+    out = []
+    for a in range(len(labels)):
+        pos, neg = o_sets(labels, a)
+        if not neg:
+            continue
+        cands = sorted([a, *pos])
+        dist = {p: 0.0 if p == a else o_dist(xe[a], xe[p], metric) for p in cands}
+        p_star = cands[0]
+        for p in cands:  # strict: the lowest index wins a tie
+            if dist[p] > dist[p_star]:
+                p_star = p
+        n_star = neg[0]
+        for n in neg:
+            if o_dist(xe[a], xe[n], metric) < o_dist(xe[a], xe[n_star], metric):
+                n_star = n
+        out.append((a, a, p_star, n_star))
+    return out
+
+
+@given(data=st.data(), metric=st.sampled_from(METRICS), soft=st.booleans(), margin=margins,
+       normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
+def test_batch_hard_anchor_as_positive_matches_brute_force(backend, data, metric, soft, margin,
+                                                           normalize, reduction, seed):
+    skip_eager_jax(backend)
+    x, labels = data.draw(batches(min_rows=0))
+    b = x.shape[0]
+    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+          "reduction": reduction}
+    g = upstream(np.random.default_rng(seed), (b,) if reduction == "none" else ())
+    triplets = self_positive_triplets(x, labels, metric, normalize)
+    expected, egx = o_triplet_loss(x, triplets, (b,), g=g, **kw)
+    value, (gx, gl) = pull(backend, rl.batch_hard_triplet_loss,
+                           (backend.asarray(x), backend.asarray(labels)), g,
+                           anchor_as_positive=True, **kw)
+    assert gl is None
+    assert_close(value, expected, backend, dtype="float64")
+    assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
+
+
+@given(batch=batches(min_rows=2, max_rows=6), metric=st.sampled_from(METRICS),
+       soft=st.booleans(), margin=margins, normalize=st.booleans(),
+       reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
+def test_batch_hard_anchor_as_positive_gradient_matches_finite_differences(
+        batch, metric, soft, margin, normalize, reduction, seed):
+    x, labels = batch
+    candidates = [(a, p, n) for a in range(len(labels))
+                  for p in [a, *o_sets(labels, a)[0]] for n in o_sets(labels, a)[1]]
+    assume(kink_gap(x, candidates, margin=margin, metric=metric, soft=soft,
+                    normalize=normalize) > KINK)
+    rng = np.random.default_rng(seed)
+    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+          "reduction": reduction, "anchor_as_positive": True}
+    g = upstream(rng, (x.shape[0],) if reduction == "none" else ())
+    _, (gx, _) = pull(None, rl.batch_hard_triplet_loss, (x, labels), g, **kw)
+
+    def scalar(z):
+        return float(np.sum(np.asarray(rl.batch_hard_triplet_loss(z, labels, **kw)) * g))
+
+    for v in unit_directions(rng, x.shape, n=2):
+        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
+
+
+def test_batch_hard_anchor_as_positive_by_hand(backend):
+    # x = 0, 1, −1, 5 on a line, labels 0 0 0 1, margin 5. Anchor 0: positives
+    # 1 and 2 tie at d = 1 (index 1 wins), hardest negative 3 at 5: 1 − 5 + 5 = 1.
+    # Anchor 1: p = 2 (d 2), n = 3 (d 4): 3. Anchor 2: p = 1 (d 2), n = 3 (d 6): 1.
+    # Anchor 3 has no other positive: itself at d = 0, n = 1 (d 4): 0 − 4 + 5 = 1.
+    skip_eager_jax(backend)
+    x = backend.asarray(np.array([[0.0], [1.0], [-1.0], [5.0]]))
+    labels = backend.asarray(np.array([0, 0, 0, 1]))
+    kw = {"margin": 5.0, "reduction": "none"}
+    assert_close(rl.batch_hard_triplet_loss(x, labels, **kw), [1.0, 3.0, 1.0, 0.0], backend,
+                 dtype="float64")
+    assert_close(rl.batch_hard_triplet_loss(x, labels, anchor_as_positive=True, **kw),
+                 [1.0, 3.0, 1.0, 1.0], backend, dtype="float64")
+    value, (gx, _) = rl.value_and_grad(rl.batch_hard_triplet_loss, x, labels, margin=5.0,
+                                       reduction="sum", anchor_as_positive=True)
+    assert_close(value, 6.0, backend, dtype="float64")
+    # x0: −1 + 1 (anchor 0); x1: +1 (a0) + 2 (a1) + 1 (a2) + 1 (a3, its negative)
+    # x2: −1 (a1); x3: −1 from each anchor
+    assert_close(gx, [[0.0], [5.0], [-1.0], [-4.0]], backend, dtype="float64")
+    assert_close(rl.batch_hard_triplet_loss(x, labels, margin=5.0, anchor_as_positive=True),
+                 1.5, backend, dtype="float64")  # "mean" over the 4 anchors with a negative
+
+
+def test_batch_hard_anchor_ties_with_itself_at_the_lowest_index(numpy_backend):
+    # rows 0 and 1 coincide: for anchor 1, itself (index 1) and row 0 tie at
+    # d = 0, and index 0 wins; for anchor 0, itself wins over row 1
+    from refloss.mining import BatchHard
+
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
+    d = rl.pairwise_distances(x)
+    sel = BatchHard(np, d, np.array([0, 0, 1]), anchor_as_positive=True)
+    np.testing.assert_array_equal(sel.pos, [0, 0, 2])
+    np.testing.assert_array_equal(sel.valid, [True, True, True])
+    np.testing.assert_array_equal(sel.d_ap, [0.0, 0.0, 0.0])
+    # margin 6, every term 0 − 5 + 6 = 1; only −∂d_an flows (d_ap = 0 has
+    # gradient 0): anchors 0, 1 push away from row 2, u = (0.6, 0.8) the unit
+    # vector from row 0 to row 2; anchor 2's negatives 0 and 1 tie at 5 (row 0)
+    _, (gx, _) = rl.value_and_grad(rl.batch_hard_triplet_loss, x, np.array([0, 0, 1]),
+                                   margin=6.0, reduction="sum", anchor_as_positive=True)
+    u = np.array([0.6, 0.8])
+    np.testing.assert_allclose(gx, [2 * u, u, -3 * u], rtol=1e-12)
+
+
+def test_batch_hard_anchor_as_positive_must_be_a_bool(numpy_backend):
+    with pytest.raises(TypeError, match=r"^anchor_as_positive: expected a bool"):
+        rl.batch_hard_triplet_loss(np.zeros((2, 2)), np.array([0, 1]), anchor_as_positive=1)
+
+
+# --------------------------------------------------------------------------
 # adapters: the new keywords pass through, gradients are refloss's
 
 _RNG = np.random.default_rng(7)
@@ -323,6 +443,7 @@ ADAPTER_CASES = [
     ("contrastive_loss", {"scale": 0.5}),
     ("contrastive_loss_all_pairs", {"scale": 0.5, "margin": 2.0}),
     ("batch_all_triplet_loss", {"pairs": "unordered", "margin": 2.0, "reduction": "sum"}),
+    ("batch_hard_triplet_loss", {"anchor_as_positive": True, "margin": 2.0, "soft": True}),
 ]
 
 
