@@ -48,6 +48,7 @@ __all__ = [
     "ContrastiveLoss",
     "ContrastiveLossAllPairsFunction",
     "ContrastiveLossFunction",
+    "HardestNegativeTripletLossFunction",
     "PairedDistancesFunction",
     "PairwiseDistancesFunction",
     "SemihardTripletLossFunction",
@@ -59,6 +60,7 @@ __all__ = [
     "center_loss",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
+    "hardest_negative_triplet_loss",
     "paired_distances",
     "pairwise_distances",
     "semihard_triplet_loss",
@@ -253,6 +255,15 @@ class BatchHardTripletLossFunction(_RefflossFunction):
     def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
         _require_tensors(("x", "labels"), (x, labels))
         return _forward(ctx, rl.batch_hard_triplet_loss, options, (x, labels))
+
+
+class HardestNegativeTripletLossFunction(_RefflossFunction):
+    """:func:`refloss.hardest_negative_triplet_loss`; ``apply(options, x, labels)``."""
+
+    @staticmethod
+    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
+        _require_tensors(("x", "labels"), (x, labels))
+        return _forward(ctx, rl.hardest_negative_triplet_loss, options, (x, labels))
 
 
 class SemihardTripletLossFunction(_RefflossFunction):
@@ -496,6 +507,34 @@ def semihard_triplet_loss(
     """
     options = {"margin": margin, "metric": metric, "normalize": normalize, "reduction": reduction}
     return SemihardTripletLossFunction.apply(options, x, labels)
+
+
+def hardest_negative_triplet_loss(
+    x: Tensor,
+    labels: Tensor,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    soft: bool = False,
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""All positives, hardest negative: one term per positive pair, differentiable.
+
+    :math:`l_{ap} = [d_{ap} - \min_n d_{an} + m]_+` (soft: softplus) for every
+    ordered positive pair whose anchor has a negative; ``"none"`` gives the
+    ``[B, B]`` matrix. Gradient (analytic): :math:`G_{ap} = w_{ap}`,
+    :math:`G_{an^*_a} = -\sum_p w_{ap}` (ties to the lowest index), then the
+    distance VJP.
+
+    Reference: :func:`refloss.hardest_negative_triplet_loss`
+    (``refloss/hardest_negative.py``).
+    """
+    options = {
+        "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+        "reduction": reduction,
+    }
+    return HardestNegativeTripletLossFunction.apply(options, x, labels)
 
 
 # --------------------------------------------------------------------------
