@@ -676,3 +676,27 @@ def test_adapters_have_the_core_signature(name):
         assert [(p.name, p.kind, p.default) for p in ours.values()] == [
             (p.name, p.kind, p.default) for p in core.parameters.values()
         ]
+
+
+def test_variant_losses_run_without_data_dependent_shapes():
+    """array-api-strict with data-dependent shapes and boolean indexing off:
+    the variants keep the losses' portable path (no nonzero, no boolean masks)."""
+    strict = pytest.importorskip("array_api_strict")
+    cases = [
+        (rl.batch_all_triplet_loss, {"pairs": "unordered"}),
+        (rl.batch_hard_triplet_loss, {"anchor_as_positive": True}),
+        (rl.hardest_negative_triplet_loss, {}),
+        (rl.contrastive_loss_all_pairs, {"scale": 0.5}),
+    ]
+    for fn, kw in cases:
+        for reduction in ("none", "mean"):
+            ref_v, pullback = rl.vjp(fn, _X, _LABELS, reduction=reduction, **kw)
+            g = np.ones(ref_v.shape)
+            ref_g = pullback(g)[0]
+            with strict.ArrayAPIStrictFlags(data_dependent_shapes=False,
+                                            boolean_indexing=False):
+                v, pullback = rl.vjp(fn, strict.asarray(_X), strict.asarray(_LABELS),
+                                     reduction=reduction, **kw)
+                gx = pullback(strict.asarray(g))[0]
+            np.testing.assert_allclose(to_numpy(v), ref_v, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(to_numpy(gx), ref_g, rtol=1e-10, atol=1e-13)
