@@ -13,8 +13,8 @@ the same keyword options and defaults, applied to :math:`(X, Y)`:
   concatenated; labels likewise. Every rank computes the loss of the same
   global batch, so the value is bit for bit the same on every rank;
 * backward (:math:`J_r` the objective rank r differentiates, usually the loss
-  itself): the gradient of the gathered batch is all-reduced (summed), and each
-  rank keeps the rows it owns,
+  itself): the gradient of the gathered batch is summed over ranks and each
+  rank receives the rows it owns (one reduce-scatter),
 
   .. math::
       \texttt{x\_shard.grad} = \sum_r \partial J_r/\partial X_{\text{own rows}}
@@ -23,7 +23,7 @@ the same keyword options and defaults, applied to :math:`(X, Y)`:
 
   so that after DistributedDataParallel *averages* parameter gradients over the
   W ranks they equal the single-process gradient of :math:`L`. With
-  ``grad_reduce="mean"`` the all-reduce averages instead, and each rank sees the
+  ``grad_reduce="mean"`` the sum is divided by W, and each rank sees the
   plain :math:`\partial L/\partial X_{\text{own rows}}` (for a loop that sums
   gradients itself, or no DDP).
 
@@ -156,26 +156,41 @@ def _gather_padded(t: Tensor, rows: list[int], group: Any) -> Tensor:
 
 
 class _AllGatherRows(torch.autograd.Function):
-    """Forward: the rows of every rank, in rank order. Backward: the gradient
-    of the gathered rows all-reduced over ranks (sum, or mean), this rank's rows."""
+    """Forward: the rows of every rank, in rank order. Backward: this rank's
+    rows of the gathered gradient summed over ranks (or averaged)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, rows: list[int], group: Any, grad_reduce: str) -> Tensor:
-        rank = dist.get_rank(group)
-        ctx.group, ctx.grad_reduce, ctx.world = group, grad_reduce, len(rows)
-        ctx.start, ctx.stop = sum(rows[:rank]), sum(rows[: rank + 1])
+        ctx.group, ctx.grad_reduce, ctx.rows = group, grad_reduce, rows
+        ctx.rank = dist.get_rank(group)
         return _gather_padded(x.detach(), rows, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
-        total = grad.contiguous().clone()
         # every rank's objective may depend on every rank's rows: the owner of
-        # a row collects the gradient of all objectives with respect to it
-        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.group)
-        own = total[ctx.start : ctx.stop]
+        # a row collects the sum over ranks of the gradient with respect to it
+        # (a reduce-scatter of the gathered gradient, padded to equal chunks)
+        rows, size = ctx.rows, max(max(ctx.rows), 1)
+        chunks = []
+        for piece, n in zip(torch.split(grad, rows), rows):
+            chunk = grad.new_zeros((size, *grad.shape[1:]))
+            chunk[:n] = piece
+            chunks.append(chunk)
+        own = torch.empty_like(chunks[0])
+        _reduce_scatter(own, chunks, ctx.group)
+        own = own[: rows[ctx.rank]]
         if ctx.grad_reduce == "mean":
-            own = own / ctx.world
+            own = own / len(rows)
         return own, None, None, None
+
+
+def _reduce_scatter(out: Tensor, chunks: list[Tensor], group: Any) -> None:
+    try:
+        dist.reduce_scatter(out, chunks, group=group)
+    except (RuntimeError, NotImplementedError):  # a backend without reduce_scatter
+        total = torch.cat(chunks)
+        dist.all_reduce(total, group=group)
+        out.copy_(total[dist.get_rank(group) * out.shape[0]:][: out.shape[0]])
 
 
 def all_gather_rows(
@@ -249,7 +264,7 @@ def wrap(twin: Callable) -> Callable:
         def more() -> dict:
             # options and the shared arrays' layout checked on every rank
             # before any data moves: a rank whose forward raised would leave
-            # the others waiting in the backward's all-reduce
+            # the others waiting in the backward's reduce-scatter
             _rt._require_tensors(params.arrays[2:], others)
             with torch.no_grad():  # the core's option checks, on an empty batch
                 twin(arrays[0][:0], arrays[1][:0], *others, **options)
