@@ -43,6 +43,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +67,7 @@ __all__ = [
     "center_loss",
     "contrastive_loss_all_pairs",
     "semihard_triplet_loss",
+    "spawn_gloo",
     "update_centers",
     "wrap",
 ]
@@ -404,3 +409,55 @@ class RunningCenters(rl.RunningCenters):
         wide = self._sums.dtype  # the running sums' accumulator dtype
         sums, counts = _global_stats(x, labels, self._centers, self._group, lambda c: wide)
         return self.update_from_stats(sums, counts)
+
+
+# --------------------------------------------------------------------------
+# a gloo group of CPU processes, for tests and cross-checks
+
+
+def spawn_gloo(fn: Callable, world_size: int, *args: Any, timeout: float = 300.0) -> list:
+    """Run ``fn(rank, world_size, *args)`` on every rank of a fresh gloo group of
+    ``world_size`` spawned CPU processes; return the ranks' results in rank order.
+
+    ``fn`` must be importable by the children (a module-level function) and
+    its result picklable. Each rank runs with one intra-op thread, and the
+    group is set up (file store) and torn down around ``fn``. A rank's
+    exception is raised here as a RuntimeError carrying its traceback; a
+    group still running after ``timeout`` seconds is killed and reported
+    (a rank left in a collective).
+    """
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        context = mp.start_processes(
+            _spawned_rank, args=(fn, world_size, args, tmp), nprocs=world_size,
+            join=False, start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                raise RuntimeError(
+                    f"spawn_gloo: the {world_size}-process group did not finish within "
+                    f"{timeout} s (a rank is waiting in a collective)"
+                )
+        results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
+                   for r in range(world_size)]
+    for rank, (ok, value) in enumerate(results):
+        if not ok:
+            raise RuntimeError(f"spawn_gloo: rank {rank} raised:\n{value}")
+    return [value for _, value in results]
+
+
+def _spawned_rank(rank: int, fn: Callable, world: int, args: tuple, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 'store')}",
+                            rank=rank, world_size=world)
+    try:
+        outcome = (True, fn(rank, world, *args))
+    except Exception:  # shipped to the parent, which raises it
+        outcome = (False, traceback.format_exc())
+    finally:
+        dist.destroy_process_group()
+    torch.save(outcome, os.path.join(tmp, f"rank{rank}.pt"))

@@ -8,12 +8,9 @@ Kept apart from the test module so that spawned children import only this
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import refloss.adapters.distributed as rd
 import torch
-import torch.distributed as dist
 
 LOSS_CASES = [
     ("batch_all_triplet_loss", {}),
@@ -97,29 +94,24 @@ def _error(fn) -> tuple[str, str] | None:
     return None
 
 
-def run(rank: int, world: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                            world_size=world)
-    try:
-        results = {"losses": [], "centers": {}, "running": {}, "errors": {}}
-        for case in batches(world):
-            results["losses"].append(_loss_case(case, rank))
-        for rule, alpha in CENTER_RULES:
-            results["centers"][rule] = _center_case(world, rank, rule, alpha)
-        for rule in RUNNING_RULES:
-            running = rd.RunningCenters(5, 3, rule=rule, alpha=0.3,
-                                        like=torch.zeros((), dtype=torch.float64))
-            for b in center_batches(world):
-                running.update(torch.tensor(_shard(b["x"], b["sizes"], rank)),
-                               torch.tensor(_shard(b["labels"], b["sizes"], rank)))
-            results["running"][rule] = running.state_dict()
-        results["errors"] = _error_cases(rank)
-        if world == 2:
-            results["training"] = _train(rank, world)
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def run(rank: int, world: int) -> dict:
+    """Every check on this rank (inside refloss.adapters.distributed.spawn_gloo)."""
+    results = {"losses": [], "centers": {}, "running": {}, "errors": {}}
+    for case in batches(world):
+        results["losses"].append(_loss_case(case, rank))
+    for rule, alpha in CENTER_RULES:
+        results["centers"][rule] = _center_case(world, rank, rule, alpha)
+    for rule in RUNNING_RULES:
+        running = rd.RunningCenters(5, 3, rule=rule, alpha=0.3,
+                                    like=torch.zeros((), dtype=torch.float64))
+        for b in center_batches(world):
+            running.update(torch.tensor(_shard(b["x"], b["sizes"], rank)),
+                           torch.tensor(_shard(b["labels"], b["sizes"], rank)))
+        results["running"][rule] = running.state_dict()
+    results["errors"] = _error_cases(rank)
+    if world == 2:
+        results["training"] = _train(rank, world)
+    return results
 
 
 def _loss_case(case: dict, rank: int) -> dict:
@@ -215,3 +207,9 @@ def train_single() -> dict:
     params = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     return {"losses": torch.stack(losses), "params": params}
 
+
+
+def raise_on_rank_one(rank: int, world: int) -> int:
+    if rank == 1:
+        raise ValueError("planted")
+    return rank

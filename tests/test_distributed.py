@@ -8,9 +8,7 @@ Shards are uneven, and with 4 ranks one of them is empty.
 
 from __future__ import annotations
 
-import os
 import re
-import time
 
 import numpy as np
 import pytest
@@ -31,22 +29,10 @@ REL = 1e-12
 
 
 @pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"world{w}")
-def ranks(request, tmp_path_factory):
+def ranks(request):
     """What every rank saw: a list indexed by rank, and the world size."""
     world = request.param
-    tmp = tmp_path_factory.mktemp(f"ddp{world}")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    context = torch.multiprocessing.start_processes(
-        worker.run, args=(world, str(tmp / "store"), str(tmp)), nprocs=world,
-        join=False, start_method="spawn",
-    )
-    deadline = time.monotonic() + 300
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail(f"the {world}-process group did not finish (a rank hung)")
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)], world
+    return rd.spawn_gloo(worker.run, world, timeout=300), world
 
 
 def close(got, expected, rel=REL):
@@ -217,3 +203,8 @@ def test_the_distributed_losses_have_the_torch_signatures_plus_group_and_grad_re
             ("group", None), ("grad_reduce", "sum")]
 
 
+
+
+def test_spawn_gloo_reports_a_rank_that_raised():
+    with pytest.raises(RuntimeError, match=r"(?s)rank 1 raised:.*ValueError: planted"):
+        rd.spawn_gloo(worker.raise_on_rank_one, 2, timeout=120)
