@@ -52,7 +52,6 @@ Python functions" (``jax.custom_vjp``).
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +61,8 @@ import numpy as np
 
 import refloss as _rl
 from refloss import _checks
+
+from . import _bind
 
 __all__ = [
     "batch_all_triplet_loss",
@@ -76,9 +77,6 @@ __all__ = [
     "triplet_margin_loss",
     "wrap",
 ]
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
 
 # --------------------------------------------------------------------------
 # residuals as a pytree
@@ -216,30 +214,14 @@ def wrap(fn: Callable) -> Callable:
         Python functions" (``jax.custom_vjp``, ``defvjp``, zero cotangents
         returned as ``None``).
     """
-    rule = getattr(fn, "__refloss_vjp__", None)
-    if rule is None:
-        raise TypeError(
-            f"fn: expected a refloss function with an analytic VJP "
-            f"(fn.__refloss_vjp__), got {fn!r}"
-        )
-    forward, backward = rule
-    signature = inspect.signature(fn)
-    params = list(signature.parameters.values())
-    variadic = [p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if variadic:
-        raise TypeError(
-            f"fn: expected positional array parameters and keyword-only options, "
-            f"got variadic parameter(s) {', '.join(variadic)}"
-        )
-    positional = [p for p in params if p.kind in _POSITIONAL]
-    names = [p.name for p in positional]
-    optional = tuple(p.name for p in positional if p.default is None)
+    params = _bind.parameters(fn)
+    forward, backward = fn.__refloss_vjp__
+    names, optional = params.arrays, params.optional
 
     @functools.wraps(fn)
     def adapted(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        arrays = {p.name: _as_jax(bound.arguments.get(p.name, p.default)) for p in positional}
-        options = {k: v for k, v in bound.arguments.items() if k not in arrays}
+        given, options = _bind.bind(params, args, kwargs)
+        arrays = {n: _as_jax(a) for n, a in zip(names, given)}
         _check_jax(optional, arrays)
         # an absent optional array (y=None) is not an input of the custom_vjp
         present = [i for i, n in enumerate(names) if arrays[n] is not None]

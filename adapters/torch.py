@@ -32,6 +32,8 @@ TypeError / ValueError, message for message.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 import types
 from collections.abc import Callable
@@ -41,6 +43,8 @@ import torch
 from torch import nn
 
 import refloss as rl
+
+from . import _bind
 
 __all__ = [
     "BatchAllTripletLossFunction",
@@ -62,11 +66,13 @@ __all__ = [
     "center_loss",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
+    "function",
     "hardest_negative_triplet_loss",
     "paired_distances",
     "pairwise_distances",
     "semihard_triplet_loss",
     "triplet_margin_loss",
+    "wrap",
 ]
 
 Tensor = torch.Tensor
@@ -181,387 +187,199 @@ class _RefflossFunction(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------
-# autograd Functions: ``Fn.apply(options, *arrays)``, options a dict of the
-# core's keyword arguments (the functional wrappers below build it)
+# the bridge: one autograd Function and one functional wrapper per core
+# function, generated from its signature and its ``__refloss_vjp__``
 
 
-class PairwiseDistancesFunction(_RefflossFunction):
-    """:func:`refloss.pairwise_distances` with its analytic VJP; ``apply(options, x, y)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, y: Tensor | None) -> Tensor:
-        _require_tensors(("x", "y"), (x, y), optional=("y",))
-        return _forward(ctx, rl.pairwise_distances, options, (x, y))
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
-class PairedDistancesFunction(_RefflossFunction):
-    """:func:`refloss.paired_distances` with its analytic VJP; ``apply(options, a, b)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, a: Tensor, b: Tensor) -> Tensor:
-        _require_tensors(("a", "b"), (a, b))
-        return _forward(ctx, rl.paired_distances, options, (a, b))
+def _backward_without_autocast(ctx: Any, grad: Tensor, *_: Tensor) -> tuple:
+    with _no_autocast(grad):
+        return _RefflossFunction.backward(ctx, grad)
 
 
-class CenterLossFunction(_RefflossFunction):
-    """:func:`refloss.center_loss`; ``apply(options, x, labels, centers)``.
+def function(core: Callable, *, autocast: bool = True) -> type[torch.autograd.Function]:
+    r"""The ``torch.autograd.Function`` of a refloss function with an analytic VJP.
 
-    Forward and backward run outside any ``torch.autocast`` region: the core
-    picks its compute dtype itself, and autocast would run the one-hot GEMM
-    of the center gradient in half precision.
+    ``Fn.apply(options, *arrays)`` runs ``core``'s rule forward on the tensors
+    (``options`` a dict of its keyword arguments, ``arrays`` its positional
+    parameters in order) and refloss's analytic backward under autograd. The
+    class is named after ``core`` (``batch_hard_triplet_loss`` →
+    ``BatchHardTripletLossFunction``), and so is its autograd node.
+
+    Args:
+        core: a refloss function carrying ``core.__refloss_vjp__``.
+        autocast: ``False`` runs forward and backward with ``torch.autocast``
+            switched off for the first array's device (the core then picks its
+            compute dtype itself; :func:`center_loss` needs this, or autocast
+            would run the one-hot GEMM of its center gradient in half precision).
+
+    Raises:
+        TypeError: ``core`` has no analytic VJP or has variadic parameters.
     """
+    params = _bind.parameters(core)
+    names, optional = params.arrays, params.optional
 
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
-        _require_tensors(("x", "labels", "centers"), (x, labels, centers))
-        with _no_autocast(x):
-            return _forward(ctx, rl.center_loss, options, (x, labels, centers))
+    def forward(ctx: Any, options: dict, *arrays: Tensor) -> Tensor:
+        _require_tensors(names, arrays, optional)
+        if autocast:
+            return _forward(ctx, core, options, arrays)
+        with _no_autocast(arrays[0]):
+            return _forward(ctx, core, options, arrays)
 
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        with _no_autocast(grad):
-            return _RefflossFunction.backward(ctx, grad)
-
-
-class ContrastiveLossFunction(_RefflossFunction):
-    """:func:`refloss.contrastive_loss`; ``apply(options, a, b, same)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, a: Tensor, b: Tensor, same: Tensor) -> Tensor:
-        _require_tensors(("a", "b", "same"), (a, b, same))
-        return _forward(ctx, rl.contrastive_loss, options, (a, b, same))
-
-
-class ContrastiveLossAllPairsFunction(_RefflossFunction):
-    """:func:`refloss.contrastive_loss_all_pairs`; ``apply(options, x, labels)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
-        _require_tensors(("x", "labels"), (x, labels))
-        return _forward(ctx, rl.contrastive_loss_all_pairs, options, (x, labels))
+    name = _camel(core.__name__) + "Function"
+    body = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": (
+            f":func:`{core.__module__}.{core.__name__}` with its analytic VJP; "
+            f"``apply(options, {', '.join(names)})``."
+        ),
+        "forward": staticmethod(forward),
+    }
+    if not autocast:
+        body["backward"] = staticmethod(_backward_without_autocast)
+    # built by the metaclass like a class statement, so that the autograd
+    # node is named after the loss (``BatchHardTripletLossFunctionBackward``)
+    return type(name, (_RefflossFunction,), body)
 
 
-class TripletMarginLossFunction(_RefflossFunction):
-    """:func:`refloss.triplet_margin_loss`; ``apply(options, anchor, positive, negative)``."""
+def wrap(core: Callable, *, autocast: bool = True) -> Callable:
+    r"""A torch-differentiable version of a refloss function with an analytic VJP.
 
-    @staticmethod
-    def forward(
-        ctx: Any, options: dict, anchor: Tensor, positive: Tensor, negative: Tensor
-    ) -> Tensor:
-        _require_tensors(("anchor", "positive", "negative"), (anchor, positive, negative))
-        return _forward(ctx, rl.triplet_margin_loss, options, (anchor, positive, negative))
+    The result has ``core``'s name, signature, defaults and docstring and
+    calls ``function(core).apply(options, *arrays)`` (the Function is
+    ``wrapped.function``): arrays bound by position or by name are the
+    Function's inputs and receive a gradient (``None`` for labels and
+    ``same``), the keyword-only options go into ``options`` with their
+    defaults filled in. Every public function of this module is
+    ``wrap(rl.<name>)``; a new core loss needs no other glue.
 
+    Example:
+        >>> import torch, refloss as rl
+        >>> from refloss.adapters.torch import wrap
+        >>> dist = wrap(rl.paired_distances)
+        >>> a = torch.tensor([[3.0, 4.0]], requires_grad=True)
+        >>> dist(a, torch.zeros(1, 2)).sum().backward()
+        >>> a.grad
+        tensor([[0.6000, 0.8000]])
+    """
+    params = _bind.parameters(core)
+    fn = function(core, autocast=autocast)
 
-class BatchAllTripletLossFunction(_RefflossFunction):
-    """:func:`refloss.batch_all_triplet_loss`; ``apply(options, x, labels)``."""
+    @functools.wraps(core)
+    def adapted(*args: Any, **kwargs: Any) -> Tensor:
+        arrays, options = _bind.bind(params, args, kwargs)
+        return fn.apply(options, *arrays)
 
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
-        _require_tensors(("x", "labels"), (x, labels))
-        return _forward(ctx, rl.batch_all_triplet_loss, options, (x, labels))
-
-
-class BatchHardTripletLossFunction(_RefflossFunction):
-    """:func:`refloss.batch_hard_triplet_loss`; ``apply(options, x, labels)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
-        _require_tensors(("x", "labels"), (x, labels))
-        return _forward(ctx, rl.batch_hard_triplet_loss, options, (x, labels))
-
-
-class HardestNegativeTripletLossFunction(_RefflossFunction):
-    """:func:`refloss.hardest_negative_triplet_loss`; ``apply(options, x, labels)``."""
-
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
-        _require_tensors(("x", "labels"), (x, labels))
-        return _forward(ctx, rl.hardest_negative_triplet_loss, options, (x, labels))
+    adapted.__module__ = __name__
+    adapted.__doc__ = (core.__doc__ or "").rstrip() + _ADAPTER_NOTE.format(
+        origin=f"{core.__module__}.{core.__qualname__}", function=fn.__name__
+    )
+    adapted.function = fn
+    return adapted
 
 
-class SemihardTripletLossFunction(_RefflossFunction):
-    """:func:`refloss.semihard_triplet_loss`; ``apply(options, x, labels)``."""
+_ADAPTER_NOTE = """
 
-    @staticmethod
-    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
-        _require_tensors(("x", "labels"), (x, labels))
-        return _forward(ctx, rl.semihard_triplet_loss, options, (x, labels))
+    PyTorch adapter: this is ``{origin}`` as the ``torch.autograd.Function``
+    ``{function}`` (``{function}.apply(options, *arrays)``): autograd calls the
+    analytic backward above and never traces the forward; arrays bound by
+    position or by name receive a gradient, labels and ``same`` none; the
+    backward is first order only (a double backward raises).
+"""
 
 
 # --------------------------------------------------------------------------
-# functional wrappers: the core's names, signatures and defaults
+# the public functions and their Functions (``Fn.apply(options, *arrays)``)
 
+pairwise_distances = wrap(rl.pairwise_distances)
+paired_distances = wrap(rl.paired_distances)
+center_loss = wrap(rl.center_loss, autocast=False)
+contrastive_loss = wrap(rl.contrastive_loss)
+contrastive_loss_all_pairs = wrap(rl.contrastive_loss_all_pairs)
+triplet_margin_loss = wrap(rl.triplet_margin_loss)
+batch_all_triplet_loss = wrap(rl.batch_all_triplet_loss)
+batch_hard_triplet_loss = wrap(rl.batch_hard_triplet_loss)
+semihard_triplet_loss = wrap(rl.semihard_triplet_loss)
+hardest_negative_triplet_loss = wrap(rl.hardest_negative_triplet_loss)
 
-def pairwise_distances(x: Tensor, y: Tensor | None = None, *, metric: str = "euclidean") -> Tensor:
-    r"""Distance matrix :math:`D_{ij} = d(x_i, y_j)` (``y=None`` means ``y = x``), differentiable.
-
-    Metrics: ``"euclidean"`` :math:`\lVert x_i - y_j\rVert`, ``"sqeuclidean"``
-    its square, ``"cosine"`` :math:`1 - \hat x_i\cdot\hat y_j`.
-
-    Gradient (refloss's analytic VJP, :func:`refloss.pairwise_distances`), with
-    :math:`G = \partial L/\partial D`: :math:`\partial L/\partial X =
-    \mathrm{diag}(K\mathbf 1)X - KY`, :math:`\partial L/\partial Y =
-    \mathrm{diag}(K^\top\mathbf 1)Y - K^\top X`, :math:`K = G/D` (0 where
-    D = 0) for euclidean, :math:`2G` for sqeuclidean; cosine goes through the
-    normalisation. Identical rows have distance exactly 0 and euclidean
-    gradient 0 (``torch.cdist`` gives neither).
-
-    Reference: :func:`refloss.pairwise_distances` (``refloss/distances.py``).
-    """
-    return PairwiseDistancesFunction.apply({"metric": metric}, x, y)
-
-
-def paired_distances(a: Tensor, b: Tensor, *, metric: str = "euclidean") -> Tensor:
-    r"""Row-wise distances :math:`d_i = d(a_i, b_i)`, differentiable.
-
-    Gradient (analytic): euclidean :math:`g_i (a_i - b_i)/d_i` (0 where
-    :math:`d_i = 0`), sqeuclidean :math:`2 g_i (a_i - b_i)`, cosine through the
-    normalisation; ``b`` gets the mirror image. No epsilon is added to the
-    difference (``torch.nn.functional.pairwise_distance`` adds 1e-6).
-
-    Reference: :func:`refloss.paired_distances` (``refloss/distances.py``).
-    """
-    return PairedDistancesFunction.apply({"metric": metric}, a, b)
-
-
-def center_loss(x: Tensor, labels: Tensor, centers: Tensor, *, reduction: str = "sum") -> Tensor:
-    r"""Center loss :math:`l_i = \tfrac12\lVert x_i - c_{y_i}\rVert^2`, reduced, differentiable.
-
-    ``"sum"`` is the paper's :math:`L_C`, ``"mean"`` divides by B (Caffe),
-    ``"none"`` returns the B terms. Gradients (analytic), :math:`w_i` the
-    upstream weight of term i: :math:`\partial L/\partial x_i = w_i (x_i - c_{y_i})`,
-    :math:`\partial L/\partial c_j = -\sum_{y_i = j} w_i (x_i - c_j)` (the true
-    derivative; for the paper's Eq. 4 update use :class:`CenterLoss`).
-    ``labels`` gets no gradient.
-
-    Reference: Wen et al., ECCV 2016, Eq. 2; :func:`refloss.center_loss`
-    (``refloss/center.py``).
-    """
-    return CenterLossFunction.apply({"reduction": reduction}, x, labels, centers)
-
-
-def contrastive_loss(
-    a: Tensor,
-    b: Tensor,
-    same: Tensor,
-    *,
-    margin: float = 1.0,
-    pos_margin: float = 0.0,
-    power: int = 2,
-    metric: str = "euclidean",
-    normalize: bool = False,
-    reduction: str = "mean",
-    scale: float = 1.0,
-) -> Tensor:
-    r"""Contrastive loss of explicit pairs, differentiable.
-
-    :math:`l_i = c\,(s_i [d_i - m_+]_+^p + (1 - s_i)[m - d_i]_+^p)` with
-    :math:`d_i = d(a_i, b_i)`, ``same`` boolean and :math:`c` = ``scale``.
-    Gradient (analytic):
-    :math:`\partial l/\partial d = c\,(s\,p\,[d - m_+]_+^{p-1} - (1 - s)\,p\,[m - d]_+^{p-1})`
-    (a hinge exactly at 0 has subgradient 0), chained through the distance
-    and, with ``normalize=True``, the normalisation. No factor ½ by default
-    (as TensorFlow Addons); ``scale=0.5`` is Hadsell's ½ form. ``same`` gets
-    no gradient.
-
-    Reference: Hadsell, Chopra, LeCun, CVPR 2006; :func:`refloss.contrastive_loss`
-    (``refloss/contrastive.py``).
-    """
-    options = {
-        "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction, "scale": scale,
-    }
-    return ContrastiveLossFunction.apply(options, a, b, same)
-
-
-def contrastive_loss_all_pairs(
-    x: Tensor,
-    labels: Tensor,
-    *,
-    margin: float = 1.0,
-    pos_margin: float = 0.0,
-    power: int = 2,
-    metric: str = "euclidean",
-    normalize: bool = False,
-    reduction: str = "mean",
-    scale: float = 1.0,
-) -> Tensor:
-    r"""Contrastive loss over every pair i < j of a labeled batch, differentiable.
-
-    :func:`contrastive_loss` on the B(B−1)/2 pairs with
-    :math:`s_{ij} = (y_i = y_j)`; ``"none"`` returns the terms in row-major
-    order (0,1), (0,2), …, (1,2), …; every term times ``scale``. Gradient: the analytic
-    :math:`\partial l/\partial d_{ij}` of :func:`contrastive_loss` through the
-    scatter-free matrix VJP of the distances. ``labels`` gets no gradient.
-
-    Reference: Hadsell et al. 2006; :func:`refloss.contrastive_loss_all_pairs`
-    (``refloss/contrastive.py``).
-    """
-    options = {
-        "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction, "scale": scale,
-    }
-    return ContrastiveLossAllPairsFunction.apply(options, x, labels)
-
-
-def triplet_margin_loss(
-    anchor: Tensor,
-    positive: Tensor,
-    negative: Tensor,
-    *,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    soft: bool = False,
-    swap: bool = False,
-    normalize: bool = False,
-    reduction: str = "mean",
-) -> Tensor:
-    r"""Triplet loss on explicit triplets, differentiable.
-
-    :math:`l_i = [d(a_i, p_i) - d(a_i, n_i) + m]_+`, or
-    :math:`\log(1 + e^{d_{ap} - d_{an}})` with ``soft=True``; ``swap=True``
-    uses :math:`\min(d_{an}, d_{pn})`. Gradient (analytic):
-    :math:`\pm w_i` on :math:`d_{ap}` / :math:`d_{an}` times the hinge's
-    derivative (0 at exactly 0, :math:`\sigma(z)` when soft), then the
-    paired-distance VJP. Unlike ``torch.nn.functional.triplet_margin_loss``
-    no epsilon is added to the differences.
-
-    Reference: Schroff et al., FaceNet, CVPR 2015; :func:`refloss.triplet_margin_loss`
-    (``refloss/triplet.py``).
-    """
-    options = {
-        "margin": margin, "metric": metric, "soft": soft, "swap": swap,
-        "normalize": normalize, "reduction": reduction,
-    }
-    return TripletMarginLossFunction.apply(options, anchor, positive, negative)
-
-
-def batch_all_triplet_loss(
-    x: Tensor,
-    labels: Tensor,
-    *,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    soft: bool = False,
-    normalize: bool = False,
-    reduction: str = "mean_nonzero",
-    pairs: str = "ordered",
-) -> Tensor:
-    r"""Batch-all triplet loss over every valid (a, p, n) of a labeled batch, differentiable.
-
-    :math:`L = \mathrm{reduce}\,[d_{ap} - d_{an} + m]_+` (soft: softplus);
-    ``"mean_nonzero"`` (default) divides by the number of terms > 0,
-    ``"none"`` gives the ``[B, B]`` per-pair sums. Gradient (analytic, O(B²
-    log B) for the hinge): :math:`\partial L/\partial d_{ap} = w\,k_{ap}`,
-    :math:`\partial L/\partial d_{an} = -w\,\#\{p : d_{ap} + m > d_{an}\}`, then
-    the distance VJP; the non-zero count is a constant. ``pairs="unordered"``
-    keeps each positive pair {a, p} once, a < p.
-
-    Reference: Hermans, Beyer, Leibe 2017 (:math:`L_{BA\ne0}`);
-    :func:`refloss.batch_all_triplet_loss` (``refloss/triplet.py``).
-    """
-    options = {
-        "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction, "pairs": pairs,
-    }
-    return BatchAllTripletLossFunction.apply(options, x, labels)
-
-
-def batch_hard_triplet_loss(
-    x: Tensor,
-    labels: Tensor,
-    *,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    soft: bool = False,
-    normalize: bool = False,
-    reduction: str = "mean",
-    anchor_as_positive: bool = False,
-) -> Tensor:
-    r"""Batch-hard triplet loss, one term per anchor with a positive and a negative, differentiable.
-
-    :math:`l_a = [\max_p d_{ap} - \min_n d_{an} + m]_+` (soft: softplus);
-    ``"mean"`` over valid anchors, ``"none"`` the ``[B]`` terms (0 for
-    invalid anchors). Gradient (analytic): :math:`G_{a p_a} = w_a`,
-    :math:`G_{a n_a} = -w_a` on the selected pairs only (ties to the lowest
-    index), then the distance VJP. ``anchor_as_positive=True`` counts the
-    anchor as its own positive at distance 0 (the re-ID mask with the diagonal).
-
-    Reference: Hermans, Beyer, Leibe 2017; :func:`refloss.batch_hard_triplet_loss`
-    (``refloss/triplet.py``).
-    """
-    options = {
-        "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction, "anchor_as_positive": anchor_as_positive,
-    }
-    return BatchHardTripletLossFunction.apply(options, x, labels)
-
-
-def semihard_triplet_loss(
-    x: Tensor,
-    labels: Tensor,
-    *,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    normalize: bool = False,
-    reduction: str = "mean",
-) -> Tensor:
-    r"""Semi-hard triplet loss (TensorFlow's definition), one term per positive pair.
-
-    :math:`l_{ap} = [d_{ap} - d_{an^*} + m]_+` with :math:`n^*` the nearest
-    negative strictly farther than p, else the farthest negative; ``"none"``
-    gives the ``[B, B]`` matrix. Gradient (analytic): :math:`G_{ap} = w_{ap}`,
-    :math:`G_{an} = -\sum_{p:\,n^*_{ap} = n} w_{ap}`; the choice of
-    :math:`n^*` carries no gradient.
-
-    Reference: Schroff et al., FaceNet, CVPR 2015; TensorFlow Addons
-    ``triplet_semihard_loss``; :func:`refloss.semihard_triplet_loss`
-    (``refloss/triplet.py``).
-    """
-    options = {"margin": margin, "metric": metric, "normalize": normalize, "reduction": reduction}
-    return SemihardTripletLossFunction.apply(options, x, labels)
-
-
-def hardest_negative_triplet_loss(
-    x: Tensor,
-    labels: Tensor,
-    *,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    soft: bool = False,
-    normalize: bool = False,
-    reduction: str = "mean",
-) -> Tensor:
-    r"""All positives, hardest negative: one term per positive pair, differentiable.
-
-    :math:`l_{ap} = [d_{ap} - \min_n d_{an} + m]_+` (soft: softplus) for every
-    ordered positive pair whose anchor has a negative; ``"none"`` gives the
-    ``[B, B]`` matrix. Gradient (analytic): :math:`G_{ap} = w_{ap}`,
-    :math:`G_{an^*_a} = -\sum_p w_{ap}` (ties to the lowest index), then the
-    distance VJP.
-
-    Reference: :func:`refloss.hardest_negative_triplet_loss`
-    (``refloss/hardest_negative.py``).
-    """
-    options = {
-        "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction,
-    }
-    return HardestNegativeTripletLossFunction.apply(options, x, labels)
+PairwiseDistancesFunction = pairwise_distances.function
+PairedDistancesFunction = paired_distances.function
+CenterLossFunction = center_loss.function
+ContrastiveLossFunction = contrastive_loss.function
+ContrastiveLossAllPairsFunction = contrastive_loss_all_pairs.function
+TripletMarginLossFunction = triplet_margin_loss.function
+BatchAllTripletLossFunction = batch_all_triplet_loss.function
+BatchHardTripletLossFunction = batch_hard_triplet_loss.function
+SemihardTripletLossFunction = semihard_triplet_loss.function
+HardestNegativeTripletLossFunction = hardest_negative_triplet_loss.function
 
 
 # --------------------------------------------------------------------------
-# modules
+# modules: options read from the functional twin's keyword-only parameters
+
+_PROBES = {"labels": torch.int64, "same": torch.bool}
 
 
-def _probe_options(fn: Callable, n_arrays: int, **options: Any) -> None:
+def _probe_options(core: Callable, **options: Any) -> None:
     """Validate options up front with the core's own checks: a dry run on an
     empty batch (which the core defines as loss 0)."""
-    x = torch.zeros((0, 1), dtype=torch.float64)
-    if n_arrays == 3:
-        fn(x, x, x, **options)
-    else:
-        fn(x, torch.zeros((0,), dtype=torch.int64), **options)
+    params = _bind.parameters(core)
+    arrays = [
+        torch.zeros((0,), dtype=_PROBES[name]) if name in _PROBES
+        else torch.zeros((0, 1), dtype=torch.float64)
+        for name in params.arrays
+        if name not in params.optional
+    ]
+    core(*arrays, **options)
+
+
+def _init_signature(*twins: Callable, leading: tuple[inspect.Parameter, ...] = ()):
+    """``(self, *, <leading>, <the twins' options>)``; an option whose default
+    differs between twins defaults to ``None`` (the chosen twin's default)."""
+    merged: dict[str, inspect.Parameter] = {}
+    for twin in twins:
+        for p in _bind.parameters(twin).options:
+            seen = merged.setdefault(p.name, p)
+            if seen.default != p.default:
+                hint = seen.annotation
+                if isinstance(hint, str) and not hint.endswith("None"):
+                    hint = f"{hint} | None"
+                merged[p.name] = seen.replace(default=None, annotation=hint)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return inspect.Signature([self, *leading, *merged.values()])
+
+
+class _OptionsModule(nn.Module):
+    """A loss module holding its functional twin's keyword-only options as
+    attributes, read at every call (so ``module.margin = 0.5`` takes effect)."""
+
+    _twin: Callable
+
+    def _hold(self, twin: Callable, options: dict[str, Any]) -> None:
+        params = _bind.parameters(twin)
+        unknown = sorted(set(options) - set(params.option_names))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
+            )
+        self._twin = twin
+        self._option_names = params.option_names
+        for name, default in params.defaults.items():
+            setattr(self, name, options.get(name, default))
+        _probe_options(twin, **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._option_names}
+
+    def _repr_options(self) -> dict[str, Any]:
+        return self._options()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._repr_options().items())
 
 
 _MINING = {
@@ -569,14 +387,9 @@ _MINING = {
     "hard": batch_hard_triplet_loss,
     "semihard": semihard_triplet_loss,
 }
-_MINING_CORE = {
-    "all": rl.batch_all_triplet_loss,
-    "hard": rl.batch_hard_triplet_loss,
-    "semihard": rl.semihard_triplet_loss,
-}
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(_OptionsModule):
     r"""Triplet loss over a labeled batch: ``TripletLoss(mining=...)(x, labels)``.
 
     ``mining`` picks the functional twin: ``"all"`` →
@@ -589,10 +402,9 @@ class TripletLoss(nn.Module):
 
     Args:
         mining: ``"all"`` (default), ``"hard"`` or ``"semihard"``.
-        margin: :math:`m \ge 0` (default 1.0).
-        metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
-        soft: soft margin (not with ``"semihard"``).
-        normalize: L2-normalise the embeddings first.
+        margin, metric, soft, normalize, ...: the twin's keyword options, with
+            its defaults; an option another twin has and this one lacks (``soft``
+            with ``"semihard"``) is accepted only at its default.
         reduction: ``None`` (the twin's default) or any reduction it accepts.
 
     Options are checked when the module is built, with the core's messages
@@ -601,52 +413,56 @@ class TripletLoss(nn.Module):
     Reference: Schroff et al. 2015; Hermans, Beyer, Leibe 2017.
     """
 
-    def __init__(
-        self,
-        *,
-        mining: str = "all",
-        margin: float = 1.0,
-        metric: str = "euclidean",
-        soft: bool = False,
-        normalize: bool = False,
-        reduction: str | None = None,
-    ) -> None:
+    def __init__(self, *, mining: str = "all", **options: Any) -> None:
         super().__init__()
         if not isinstance(mining, str) or mining not in _MINING:
             raise ValueError(f"mining: expected one of 'all', 'hard', 'semihard', got {mining!r}")
-        if mining == "semihard" and soft is not False:
-            raise ValueError(
-                f"soft: expected False with mining='semihard' (the semi-hard loss "
-                f"has no soft margin), got {soft!r}"
-            )
-        if reduction is None:
-            reduction = "mean_nonzero" if mining == "all" else "mean"
-        self.mining = mining
-        self.margin = margin
-        self.metric = metric
-        self.soft = soft
-        self.normalize = normalize
-        self.reduction = reduction
-        _probe_options(_MINING_CORE[mining], 2, **self._options())
-
-    def _options(self) -> dict[str, Any]:
-        options = {
-            "margin": self.margin, "metric": self.metric, "soft": self.soft,
-            "normalize": self.normalize, "reduction": self.reduction,
+        twin = _MINING[mining]
+        own = _bind.parameters(twin).defaults
+        # None is "the twin's default" for an option whose default differs
+        # between twins (reduction); any other None goes to the core's check
+        given = {
+            k: v for k, v in options.items()
+            if not (v is None and k in _TWIN_DEFAULT and own.get(k) is not None)
         }
-        if self.mining == "semihard":
-            del options["soft"]
-        return options
+        siblings = {}
+        for other in _MINING.values():
+            siblings.update(_bind.parameters(other).defaults)
+        for name in list(given):
+            if name in own:
+                continue
+            if name not in siblings:
+                raise TypeError(f"TripletLoss() got an unexpected keyword argument {name!r}")
+            value = given.pop(name)
+            if not (value is siblings[name] or (type(value) is type(siblings[name])
+                                                and value == siblings[name])):
+                raise ValueError(
+                    f"{name}: expected {siblings[name]!r} with mining={mining!r} "
+                    f"({twin.__name__} has no {name!r} option), got {value!r}"
+                )
+        for name, default in siblings.items():  # kept as attributes, never passed
+            if name not in own:
+                setattr(self, name, default)
+        self.mining = mining
+        self._hold(twin, given)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         return _MINING[self.mining](x, labels, **self._options())
 
-    def extra_repr(self) -> str:
-        options = {"mining": self.mining, **self._options()}
-        return ", ".join(f"{k}={v!r}" for k, v in options.items())
+    def _repr_options(self) -> dict[str, Any]:
+        return {"mining": self.mining, **self._options()}
 
 
-class TripletMarginLoss(nn.Module):
+TripletLoss.__init__.__signature__ = _init_signature(
+    *_MINING.values(),
+    leading=(inspect.Parameter("mining", inspect.Parameter.KEYWORD_ONLY, default="all"),),
+)
+_TWIN_DEFAULT = frozenset(
+    name for name, p in inspect.signature(TripletLoss).parameters.items() if p.default is None
+)
+
+
+class TripletMarginLoss(_OptionsModule):
     r"""Triplet loss on explicit triplets: ``TripletMarginLoss()(anchor, positive, negative)``.
 
     :math:`l_i = [d(a_i, p_i) - d(a_i, n_i) + m]_+` through
@@ -655,45 +471,24 @@ class TripletMarginLoss(nn.Module):
     exactly 0 is 0.
 
     Args:
-        margin, metric, soft, swap, normalize, reduction: as
-            :func:`refloss.triplet_margin_loss` (reduction default ``"mean"``).
+        margin, metric, soft, swap, normalize, reduction, ...: the keyword
+            options of :func:`refloss.triplet_margin_loss`, with its defaults.
 
     Reference: Schroff et al. 2015; Balntas et al. 2016 (swap).
     """
 
-    def __init__(
-        self,
-        *,
-        margin: float = 1.0,
-        metric: str = "euclidean",
-        soft: bool = False,
-        swap: bool = False,
-        normalize: bool = False,
-        reduction: str = "mean",
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
-        self.margin = margin
-        self.metric = metric
-        self.soft = soft
-        self.swap = swap
-        self.normalize = normalize
-        self.reduction = reduction
-        _probe_options(rl.triplet_margin_loss, 3, **self._options())
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "margin": self.margin, "metric": self.metric, "soft": self.soft,
-            "swap": self.swap, "normalize": self.normalize, "reduction": self.reduction,
-        }
+        self._hold(triplet_margin_loss, options)
 
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
         return triplet_margin_loss(anchor, positive, negative, **self._options())
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+
+TripletMarginLoss.__init__.__signature__ = _init_signature(triplet_margin_loss)
 
 
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(_OptionsModule):
     r"""Contrastive loss over every pair of a labeled batch: ``ContrastiveLoss()(x, labels)``.
 
     :math:`\mathrm{reduce}_{i<j}\; s_{ij}[d_{ij} - m_+]_+^p + (1 - s_{ij})[m - d_{ij}]_+^p`
@@ -703,47 +498,22 @@ class ContrastiveLoss(nn.Module):
     explicit pairs call :func:`contrastive_loss` ``(a, b, same)``.
 
     Args:
-        margin, pos_margin, power, metric, normalize, reduction, scale: as
-            :func:`refloss.contrastive_loss_all_pairs` (defaults 1.0, 0.0, 2,
-            ``"euclidean"``, False, ``"mean"``, 1.0).
+        margin, pos_margin, power, metric, normalize, reduction, ...: the
+            keyword options of :func:`refloss.contrastive_loss_all_pairs`,
+            with its defaults.
 
     Reference: Hadsell, Chopra, LeCun, CVPR 2006.
     """
 
-    def __init__(
-        self,
-        *,
-        margin: float = 1.0,
-        pos_margin: float = 0.0,
-        power: int = 2,
-        metric: str = "euclidean",
-        normalize: bool = False,
-        reduction: str = "mean",
-        scale: float = 1.0,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
-        self.margin = margin
-        self.pos_margin = pos_margin
-        self.power = power
-        self.metric = metric
-        self.normalize = normalize
-        self.reduction = reduction
-        self.scale = scale
-        _probe_options(rl.contrastive_loss_all_pairs, 2, **self._options())
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "margin": self.margin, "pos_margin": self.pos_margin, "power": self.power,
-            "metric": self.metric, "normalize": self.normalize, "reduction": self.reduction,
-            "scale": self.scale,
-        }
+        self._hold(contrastive_loss_all_pairs, options)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         return contrastive_loss_all_pairs(x, labels, **self._options())
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._options().items())
 
+ContrastiveLoss.__init__.__signature__ = _init_signature(contrastive_loss_all_pairs)
 
 class CenterLoss(nn.Module):
     r"""Center loss with class centers held by the module: ``CenterLoss(C, D)(x, labels)``.

@@ -369,6 +369,57 @@ def test_wrapper_has_the_core_signature(name):
     ]
 
 
+def test_wrap_serves_any_function_with_an_analytic_vjp():
+    from refloss.compat import torch_nn
+
+    wrapped = rt.wrap(torch_nn.triplet_margin_loss)
+    assert inspect.signature(wrapped) == inspect.signature(torch_nn.triplet_margin_loss)
+    assert wrapped.function.__name__ == "TripletMarginLossFunction"
+    rng = np.random.default_rng(3)
+    a, p, n = (torch.tensor(rng.normal(size=(4, 3)), requires_grad=True) for _ in range(3))
+    out = wrapped(a, p, n, margin=0.5, swap=True)
+    value, grads = rl.value_and_grad(torch_nn.triplet_margin_loss, a.detach(), p.detach(),
+                                     n.detach(), margin=0.5, swap=True)
+    assert torch.equal(out.detach(), value)
+    for got, expected in zip(torch.autograd.grad(out, [a, p, n]), grads):
+        assert torch.equal(got, expected)
+
+
+def test_wrap_refuses_a_function_without_a_vjp():
+    with pytest.raises(TypeError, match=r"^fn: expected a refloss function with an analytic VJP"):
+        rt.wrap(rl.center_stats)
+
+
+@pytest.mark.parametrize(("module", "twin"), [
+    (rt.ContrastiveLoss, rl.contrastive_loss_all_pairs),
+    (rt.TripletMarginLoss, rl.triplet_margin_loss),
+])
+def test_module_options_are_the_twins_keyword_options(module, twin):
+    ours = [(p.name, p.kind, p.default) for p in inspect.signature(module).parameters.values()]
+    core = [(p.name, p.kind, p.default) for p in inspect.signature(twin).parameters.values()
+            if p.kind == p.KEYWORD_ONLY]
+    assert ours == core
+    assert module().extra_repr() == ", ".join(f"{name}={d!r}" for name, _, d in core)
+
+
+def test_triplet_loss_options_are_the_union_of_its_twins_with_mining_first():
+    params = inspect.signature(rt.TripletLoss).parameters
+    assert next(iter(params)) == "mining"
+    names = set()
+    for twin in (rl.batch_all_triplet_loss, rl.batch_hard_triplet_loss, rl.semihard_triplet_loss):
+        names |= {p.name for p in inspect.signature(twin).parameters.values()
+                  if p.kind == p.KEYWORD_ONLY}
+    assert set(params) == {"mining"} | names
+    assert params["reduction"].default is None  # the twins' defaults differ
+
+
+def test_an_unknown_module_option_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'marginn'"):
+        rt.ContrastiveLoss(marginn=1.0)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'marginn'"):
+        rt.TripletLoss(mining="hard", marginn=1.0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 @settings(max_examples=4)

@@ -30,3 +30,10 @@ def test_quickstart_runs():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "center loss" in out.stdout
+
+
+def test_distributed_example_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "distributed.py")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same trajectory and centers as one process" in out.stdout
