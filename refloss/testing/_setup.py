@@ -1,0 +1,430 @@
+"""What a cross-check compares: the candidate and the reference resolved from
+names, their frameworks, which array goes to which parameter (roles), their
+keyword checks, and the :class:`_Setup` record the other stages read.
+
+Errors of usage are raised here (ValueError/TypeError naming the argument,
+:class:`CrosscheckError`); :class:`CandidateError` is the candidate's own
+failure, raised by the search.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._judge import Tolerance
+
+__all__ = [
+    "FRAMEWORKS",
+    "CandidateError",
+    "CrosscheckError",
+    "detect_framework",
+    "load_candidate",
+    "reference_name",
+    "resolve_reference",
+]
+
+
+FRAMEWORKS = ("numpy", "torch", "jax", "tensorflow")
+DTYPES = ("float64", "float32")  # the keys of _judge.TOLERANCES
+
+
+# parameter names -> the role of the array passed there
+ROLE_SYNONYMS = {
+    "x": "x", "embeddings": "x", "embedding": "x", "emb": "x", "features": "x",
+    "feature": "x", "feat": "x", "feats": "x", "y_pred": "x", "inputs": "x", "input": "x",
+    "labels": "labels", "label": "labels", "y_true": "labels", "targets": "labels",
+    "target": "labels", "pids": "labels",
+    "centers": "centers", "centres": "centers",
+    "anchor": "anchor", "anchors": "anchor", "positive": "positive",
+    "positives": "positive", "negative": "negative", "negatives": "negative",
+    "a": "a", "b": "b", "x1": "a", "x2": "b", "input1": "a", "input2": "b",
+    "embeddings_anchor": "a", "embeddings_positive": "b",
+    "same": "same", "similar": "same", "is_same": "same",
+}
+
+
+FLOAT_ROLES = ("x", "centers", "anchor", "positive", "negative", "a", "b")
+
+
+KINDS = {**{r: "float" for r in FLOAT_ROLES}, "labels": "int", "same": "bool"}
+
+
+class CrosscheckError(Exception):
+    """The cross-check could not run (bad usage); the message is one line."""
+
+
+class CandidateError(CrosscheckError):
+    """The candidate raised, or returned something that cannot be compared
+    (wrong number of outputs, wrong shape). ``inputs`` holds the (shrunk)
+    input it failed on, when the failure came up during the search."""
+
+    def __init__(self, message: str, inputs: dict | None = None) -> None:
+        super().__init__(message)
+        self.inputs = inputs or {}
+
+
+class _CandidateFailure(Exception):
+    def __init__(self, message: str, inputs: dict) -> None:
+        super().__init__(message)
+        self.message = message
+        self.inputs = inputs
+
+
+class _ReferenceFailure(Exception):
+    pass
+
+
+def resolve_reference(reference: Any) -> Callable:
+    """The reference function: a callable as is, or a name —
+    ``"batch_hard_triplet_loss"`` (``refloss.``/``rl.`` prefixes allowed),
+    ``"compat.caffe.center_loss"`` or ``"caffe.center_loss"`` (a compat
+    preset), or ``"package.module:function"``.
+
+    Raises ValueError naming what does not exist, TypeError for a non-name.
+    """
+    if callable(reference):
+        return reference
+    if not isinstance(reference, str):
+        raise TypeError(
+            f"reference: expected a refloss function, a compat preset or its name, "
+            f"got {type(reference).__name__}"
+        )
+    name = reference.strip()
+    for prefix in ("refloss.", "rl."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    if ":" in name:
+        fn = _import_attr(name, "reference")
+    elif "." in name:
+        mod_name, attr = name.rsplit(".", 1)
+        if mod_name.startswith("compat."):
+            mod_name = mod_name[len("compat."):]
+        full = f"refloss.compat.{mod_name}"
+        try:
+            mod = importlib.import_module(full)
+        except ImportError as exc:
+            raise ValueError(
+                f"reference: no compat module {full!r} ({type(exc).__name__}: {exc})"
+            ) from None
+        fn = getattr(mod, attr, None)
+        if fn is None or not callable(fn):
+            have = ", ".join(getattr(mod, "__all__", [])) or "none"
+            raise ValueError(f"reference: {full} has no preset {attr!r} (it has: {have})")
+    else:
+        import refloss
+
+        fn = getattr(refloss, name, None)
+        if fn is None or name not in refloss.__all__ or not callable(fn) or isinstance(fn, type):
+            known = ", ".join(n for n in refloss.__all__ if _is_function(getattr(refloss, n)))
+            raise ValueError(
+                f"reference: no refloss function named {reference!r} (known: {known}; "
+                f"or a preset such as 'compat.caffe.center_loss')"
+            )
+    return fn
+
+
+def _is_function(obj: Any) -> bool:
+    return callable(obj) and not isinstance(obj, type)
+
+
+def reference_name(fn: Callable) -> str:
+    """A readable, resolvable name of a reference ("refloss.center_loss",
+    "refloss.compat.caffe.center_loss")."""
+    import refloss
+
+    name = getattr(fn, "__name__", None)
+    if name and getattr(refloss, name, None) is fn:
+        return f"refloss.{name}"
+    mod = getattr(fn, "__module__", None)
+    if mod and name:
+        return f"{mod}.{name}" if mod.startswith("refloss.") else f"{mod}:{fn.__qualname__}"
+    return repr(fn)
+
+
+def _import_attr(spec: str, what: str) -> Any:
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise ValueError(f"{what}: expected MODULE:FUNCTION, got {spec!r}")
+    try:
+        obj = importlib.import_module(mod_name)
+    except Exception as exc:  # any import-time failure of user code is bad usage
+        raise ValueError(
+            f"{what}: cannot import module {mod_name!r} ({type(exc).__name__}: {exc})"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{what}: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_candidate(spec: str) -> Callable:
+    """The candidate named by ``spec``: ``"package.module:function"`` (a class
+    is instantiated with no arguments, e.g. a loss module), or
+    ``"known:<name>"`` for an entry of :mod:`refloss.adapters.known`.
+
+    The returned callable remembers ``spec`` so that a saved counterexample
+    can be replayed. Raises ValueError naming what fails to import.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"candidate: expected 'MODULE:FUNCTION', got {type(spec).__name__}")
+    if spec.startswith("known:"):
+        from refloss.adapters import known
+
+        entry = known.get(spec[len("known:"):])
+        return entry.candidate()
+    obj = _import_attr(spec, "candidate")
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ValueError(
+                f"candidate: cannot instantiate {spec} with no arguments "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    if not callable(obj):
+        raise ValueError(f"candidate: {spec} is a {type(obj).__name__}, not callable")
+
+    # a wrapper carries the spec, so that the user's function is left untouched
+    @functools.wraps(obj)
+    def candidate(*args: Any, **kwargs: Any) -> Any:
+        return obj(*args, **kwargs)
+
+    candidate.__refloss_candidate__ = spec
+    return candidate
+
+
+_FRAMEWORK_ROOTS = {
+    "torch": "torch", "pytorch_metric_learning": "torch", "jax": "jax", "jaxlib": "jax",
+    "flax": "jax", "optax": "jax", "equinox": "jax", "tensorflow": "tensorflow",
+    "keras": "tensorflow", "tf_keras": "tensorflow", "tensorflow_addons": "tensorflow",
+}
+
+
+def detect_framework(candidate: Callable) -> str:
+    """A guess of the candidate's framework from where it is defined and what
+    its module imports ("numpy" when nothing points elsewhere)."""
+    obj = inspect.unwrap(candidate)
+    while hasattr(obj, "func") and callable(obj.func):  # functools.partial
+        obj = inspect.unwrap(obj.func)
+    mod = getattr(obj, "__module__", None) or type(obj).__module__
+    if not isinstance(obj, type) and not inspect.isroutine(obj):
+        mod = type(obj).__module__
+    root = (mod or "").split(".")[0]
+    if root in _FRAMEWORK_ROOTS:
+        return _FRAMEWORK_ROOTS[root]
+    names = getattr(obj, "__globals__", None)
+    if names is None and mod in sys.modules:
+        names = vars(sys.modules[mod])
+    found = set()
+    for value in (names or {}).values():
+        if isinstance(value, ModuleType):
+            r = value.__name__.split(".")[0]
+            if r in _FRAMEWORK_ROOTS:
+                found.add(_FRAMEWORK_ROOTS[r])
+    return found.pop() if len(found) == 1 else "numpy"
+
+
+def _candidate_name(candidate: Callable) -> str:
+    spec = getattr(candidate, "__refloss_candidate__", None)
+    if isinstance(spec, str):
+        return spec
+    if inspect.isroutine(candidate) or isinstance(candidate, type):
+        return f"{candidate.__module__}:{candidate.__qualname__}"
+    cls = type(candidate)
+    return f"{cls.__module__}:{cls.__qualname__}()"
+
+
+def _candidate_spec(candidate: Callable) -> str | None:
+    spec = getattr(candidate, "__refloss_candidate__", None)
+    if isinstance(spec, str):
+        return spec
+    if inspect.isroutine(candidate) and "<" not in candidate.__qualname__:
+        spec = f"{candidate.__module__}:{candidate.__qualname__}"
+        try:
+            if _import_attr(spec, "candidate") is candidate:
+                return spec
+        except ValueError:
+            return None
+    return None
+
+
+def _signature(fn: Callable) -> inspect.Signature | None:
+    target = inspect.unwrap(fn) if not hasattr(fn, "__signature__") else fn
+    if not inspect.isroutine(target) and hasattr(target, "forward") and callable(
+            target.forward):
+        target = target.forward  # torch modules: (*args, **kwargs) on __call__
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reference_roles(fn: Callable, name: str, kwargs: Mapping) -> list[str]:
+    sig = _signature(fn)
+    if sig is None:
+        raise ValueError(f"reference: cannot read the signature of {name}")
+    roles = []
+    for p in sig.parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        if p.name in kwargs or p.default is not p.empty:
+            continue
+        role = ROLE_SYNONYMS.get(p.name.lower())
+        if role is None:
+            raise ValueError(
+                f"reference: cannot tell what to pass as {name}'s parameter {p.name!r} "
+                f"(known inputs: x, labels, centers, anchor/positive/negative, a/b/same); "
+                f"give it in reference_kwargs"
+            )
+        roles.append(role)
+    if not roles:
+        raise ValueError(f"reference: {name} takes no array arguments")
+    if len(set(roles)) != len(roles):
+        raise ValueError(f"reference: {name} takes the same input twice ({roles})")
+    return roles
+
+
+def _candidate_roles(fn: Callable, ref_roles: list[str]) -> list[str]:
+    """The candidate's argument order, read from its parameter names when they
+    name the same inputs as the reference's; the reference's order otherwise."""
+    sig = _signature(fn)
+    if sig is None:
+        return list(ref_roles)
+    roles = []
+    for p in sig.parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        roles.append(ROLE_SYNONYMS.get(p.name.lower()))
+        if len(roles) == len(ref_roles):
+            break
+    if len(roles) == len(ref_roles) and None not in roles and set(roles) == set(ref_roles):
+        return roles
+    return list(ref_roles)
+
+
+def _check_kwargs(fn: Callable, name: str, kwargs: Any, what: str) -> dict:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"{what}: expected a dict of keyword arguments, got "
+                        f"{type(kwargs).__name__}")
+    kwargs = dict(kwargs)
+    for k in kwargs:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ValueError(f"{what}: expected keyword names, got {k!r}")
+    sig = _signature(fn)
+    if sig is not None and not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        takes = [p.name for p in sig.parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for k in kwargs:
+            if k not in takes:
+                raise ValueError(
+                    f"{what}: {name} has no keyword {k!r} (it takes: {', '.join(takes)})"
+                )
+    return kwargs
+
+
+@dataclass
+class _Setup:
+    candidate: Callable
+    candidate_name: str
+    candidate_spec: str | None
+    reference: Callable
+    ref_name: str
+    framework: str
+    bridge: Any
+    dtype: str
+    tol: Tolerance
+    ref_roles: list[str]
+    cand_roles: list[str]
+    ref_kwargs: dict
+    cand_kwargs: dict
+    grad: bool
+    grad_method: str
+    ties: bool
+    index_mode: bool = False
+
+
+def _check_options(framework, dtype, grad, max_examples, seed, ties):
+    if framework not in FRAMEWORKS:
+        raise ValueError(
+            f"framework: expected one of {', '.join(map(repr, FRAMEWORKS))}, got {framework!r}"
+        )
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected 'float64' or 'float32', got {dtype!r}")
+    if not isinstance(grad, bool):
+        raise TypeError(f"grad: expected True or False, got {type(grad).__name__}")
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int):
+        raise TypeError(f"max_examples: expected an integer, got {type(max_examples).__name__}")
+    if max_examples < 1:
+        raise ValueError(f"max_examples: expected an integer >= 1, got {max_examples}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an integer or None, got {type(seed).__name__}")
+    if ties is not None and not isinstance(ties, bool):
+        raise TypeError(f"ties: expected True, False or None, got {type(ties).__name__}")
+
+
+def _make_setup(candidate, reference, *, framework, reference_kwargs, candidate_kwargs,
+                grad, dtype, ties, name) -> _Setup:
+    from ._judge import TOLERANCES  # _judge reads this module: imported when used
+
+    if not callable(candidate):
+        raise TypeError(f"candidate: expected a callable, got {type(candidate).__name__}")
+    ref = resolve_reference(reference)
+    ref_name = reference_name(ref)
+    ref_kwargs = _check_kwargs(ref, ref_name, reference_kwargs, "reference_kwargs")
+    cand_name = name if isinstance(name, str) else _candidate_name(candidate)
+    cand_kwargs = _check_kwargs(candidate, cand_name, candidate_kwargs, "candidate_kwargs")
+    ref_roles = _reference_roles(ref, ref_name, ref_kwargs)
+    cand_roles = _candidate_roles(candidate, ref_roles)
+    has_rule = hasattr(ref, "__refloss_vjp__")
+    bridge = None
+    if framework != "numpy":
+        try:
+            from refloss.adapters import bridges
+        except ImportError as exc:  # pragma: no cover - the adapters ship with refloss
+            raise CrosscheckError(f"framework: refloss.adapters is missing ({exc})") from None
+        bridge = bridges.get(framework)  # ValueError/ImportError name the framework
+        method = "autograd"
+    elif hasattr(candidate, "__refloss_vjp__"):
+        method = "analytic"
+    else:
+        method = "finite differences"
+    return _Setup(
+        candidate=candidate, candidate_name=cand_name,
+        candidate_spec=_candidate_spec(candidate), reference=ref, ref_name=ref_name,
+        framework=framework, bridge=bridge, dtype=dtype, tol=TOLERANCES[dtype],
+        ref_roles=ref_roles, cand_roles=cand_roles, ref_kwargs=ref_kwargs,
+        cand_kwargs=cand_kwargs, grad=bool(grad and has_rule), grad_method=method,
+        ties=_default_ties(ref, ref_kwargs, dtype) if ties is None else ties,
+    )
+
+
+def _default_ties(ref: Callable, kwargs: Mapping, dtype: str) -> bool:
+    """Exact ties are drawn in float64 only, and not when the reference
+    normalises first or uses cosine distances: rounding of the norms then
+    decides lattice ties, so they are not exact in any implementation."""
+    if dtype != "float64":
+        return False
+    sig = _signature(ref)
+    params = sig.parameters if sig is not None else {}
+
+    def option(name):
+        if name in kwargs:
+            return kwargs[name]
+        p = params.get(name)
+        return None if p is None or p.default is p.empty else p.default
+
+    if option("normalize") is True or option("normalize_embeddings") is True:
+        return False
+    return (option("metric") not in ("cosine", "angular")
+            and option("distance_metric") != "angular")
