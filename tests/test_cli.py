@@ -142,9 +142,17 @@ BAD_INPUT = [
     (["cands:batch_all", "--as", "no_such_loss"], ["no refloss function named"]),
     (["cands:batch_all", "--as", "batch_all_triplet_loss", "--kw", "margin=[1,"],
      ["--kw 'margin=[1,'", "does not parse"]),
-    (["cands:raises", "--as", "batch_all_triplet_loss"], ["raised ZeroDivisionError: boom"]),
-    (["cands:per_sample", "--as", "batch_all_triplet_loss"], ["shape (4,)", "expected ()"]),
 ]
+
+
+def test_a_candidate_that_raises_is_a_finding_exit_1(workdir):
+    out = run(["crosscheck", "cands:raises", "--as", "batch_all_triplet_loss",
+               "--examples", "5"], workdir)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "verdict: DISAGREE (raises)" in out.stdout
+    assert "raised ZeroDivisionError: boom on 1 sample" in out.stdout
+    assert "cands.py:" in out.stdout and "in raises" in out.stdout  # its own frame
+    assert out.stderr == ""
 
 
 @pytest.mark.parametrize(("args", "fragments"), BAD_INPUT,

@@ -18,7 +18,8 @@ __all__ = ["describe"]
 def describe(cx: Counterexample) -> str:
     """The difference of a counterexample in one line of words."""
     where = _where(cx)
-    if cx.kind == "error":
+    if cx.kind in ("error", "raises", "nondeterministic") or (
+            cx.kind == "value" and cx.message):
         return f"{cx.message} on {where}"
     if cx.kind == "indices":
         return f"{_indices_words(cx)} on {where}"

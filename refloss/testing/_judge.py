@@ -117,7 +117,11 @@ def _rel_error(c: np.ndarray, r: np.ndarray, floor: float) -> float:
 
 def _cotangent(rng: np.random.Generator, shape: tuple) -> np.ndarray | float:
     if shape == ():
-        return np.asarray(1.0)
+        # a random scale other than 1 (k/8 in [1/2, 2]): a backward that ignores
+        # or mis-scales grad_output shows; dyadic, so exact in float32 too
+        # (drawn from a child generator: the draws of rng stay as they were)
+        k = int(np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0]).integers(4, 16))
+        return np.asarray((k + (k >= 8)) / 8.0)
     # dyadic values: exact in float32 too
     return np.round(rng.normal(size=shape) * 64.0) / 64.0
 

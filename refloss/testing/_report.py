@@ -23,6 +23,8 @@ __all__ = ["Counterexample", "Report", "describe", "load_counterexample"]
 
 
 FORMAT_VERSION = 1
+_ALSO = {"raises": "a crash", "nondeterministic": "nondeterminism", "value": "a value difference",
+         "gradient": "a gradient difference"}
 
 
 @dataclass
@@ -35,9 +37,13 @@ class Counterexample:
     of output arrays; ``candidate_grads`` / ``reference_grads`` map each
     floating role to its gradient (for a NumPy candidate checked by finite
     differences, ``candidate_grads`` holds a central-difference gradient
-    computed for the report). ``kind`` is "value", "gradient", "indices" or
-    "error"; ``role`` names the differing gradient; ``cotangent`` is the
-    upstream gradient used (1 for a scalar loss).
+    computed for the report). ``kind`` is "value", "gradient", "indices",
+    "raises" (the candidate raised, or returned what cannot be compared:
+    ``message`` says what, ``frames`` hold its own traceback, innermost last)
+    or "nondeterministic" (``candidate_value`` and ``second_value`` are two
+    calls on the same input); ``role`` names the differing gradient;
+    ``cotangent`` is the upstream gradient used (a random scale for a scalar
+    loss, a random array otherwise).
     """
 
     kind: str
@@ -52,6 +58,8 @@ class Counterexample:
     value_error: float = 0.0
     grad_error: float | None = None
     rng_seed: int = 0
+    frames: list[str] = field(default_factory=list)
+    second_value: tuple = ()
 
     @property
     def size(self) -> int:
@@ -66,7 +74,11 @@ class Counterexample:
 class Report:
     """What :func:`refloss.testing.crosscheck` found.
 
-    ``verdict`` is "agree" or "disagree"; ``examples`` counts the inputs
+    ``verdict`` is "agree", "disagree" or "nondeterministic" (``verdict_name``
+    in capitals, as printed); ``findings`` lists every difference found —
+    a value, gradient or mined-triplet difference first, then a crash
+    (kind "raises"), then nondeterminism — and ``counterexample`` is the
+    first of them; ``kinds`` their kinds. ``examples`` counts the inputs
     compared during the search (shrinking not included), ``skipped`` those
     where a gradient sat on a kink or a float32 value was ill-conditioned
     (see docs/crosscheck.md); ``value_error`` / ``grad_error`` are the worst
@@ -91,10 +103,32 @@ class Report:
     grad_method: str = "autograd"
     meta: dict = field(default_factory=dict)
     saved_to: str | None = None
+    findings: list[Counterexample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.counterexample is not None and not self.findings:
+            self.findings = [self.counterexample]
 
     @property
     def agrees(self) -> bool:
         return self.verdict == "agree"
+
+    @property
+    def verdict_name(self) -> str:
+        """AGREE, DISAGREE or NONDETERMINISTIC."""
+        return self.verdict.upper()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of the findings, e.g. ``("value", "raises")``."""
+        return tuple(cx.kind for cx in self.findings)
+
+    def _head(self) -> str:
+        kinds = [k for k in self.kinds if k != "nondeterministic"]
+        if self.verdict == "disagree" and kinds:
+            return f"{self.verdict_name} ({', '.join(dict.fromkeys(kinds))})"
+        return self.verdict_name
 
     def __bool__(self) -> bool:
         return self.agrees
@@ -108,11 +142,14 @@ class Report:
 
     def summary(self) -> str:
         """One line: verdict, who against whom, and the first difference."""
-        head = "AGREE" if self.agrees else "DISAGREE"
+        head = self.verdict_name
         line = f"{head} {self.candidate} vs {_call(self.reference, self.reference_kwargs)}"
         line += f" [{self.framework}, {self.dtype}, {_count(self.examples, 'example')}]"
         if not self.agrees:
             line += f": {self.difference}"
+            more = [cx.kind for cx in self.findings[1:]]
+            if more:
+                line += f" (also: {', '.join(more)})"
         return line
 
     def __str__(self) -> str:
@@ -123,22 +160,38 @@ class Report:
         if self.candidate_kwargs:
             lines.append(f"candidate kwargs: {_kwargs(self.candidate_kwargs)}")
         seed = "random" if self.seed is None else str(self.seed)
+        extra = ""
+        if self.meta.get("crashes"):
+            extra += f", {self.meta['crashes']} raised"
+        if self.meta.get("nondeterministic_examples"):
+            extra += f", {self.meta['nondeterministic_examples']} nondeterministic"
         lines.append(
             f"framework {self.framework}, {self.dtype}, gradient by {self.grad_method}, "
             f"{_count(self.examples, 'example')} ({self.skipped} skipped at a kink or "
-            f"rounding), seed {seed}"
+            f"rounding{extra}), seed {seed}"
         )
-        lines.append(f"verdict: {'AGREE' if self.agrees else 'DISAGREE'}")
+        if self.meta.get("domain"):
+            lines.append(f"domain: {_kwargs(self.meta['domain'])}")
+        lines.append(f"verdict: {self._head()}")
         grad = "not compared" if self.grad_error is None else _num(self.grad_error)
         tol = ", ".join(f"{k} {_num(v)}" for k, v in self.tolerance.items())
         lines.append(
             f"worst relative error: value {_num(self.value_error)}, gradient {grad} "
             f"(tolerance: {tol})"
         )
-        cx = self.counterexample
-        if cx is not None:
-            lines.append(f"first difference: {describe(cx)}")
-            lines.append(f"counterexample (shrunk, {cx.size} samples):")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        for i, cx in enumerate(self.findings):
+            if i == 0:
+                lines.append(f"first difference: {describe(cx)}")
+            else:
+                lines.append(f"also {_ALSO.get(cx.kind, 'found')}: {describe(cx)}")
+            if cx.frames:
+                lines.append("  candidate traceback (innermost last):")
+                lines.extend(f"    {f}" for f in cx.frames)
+            shrunk = "" if cx.kind == "nondeterministic" else "shrunk, "
+            lines.append(f"{'counterexample' if i == 0 else 'its input'} ({shrunk}"
+                         f"{_count(cx.size, 'sample')}):")
             lines.extend(_counterexample_lines(cx))
         if self.saved_to:
             lines.append(
@@ -172,6 +225,20 @@ class Report:
             arrays[f"reference.grad.{role}"] = np.asarray(a)
         if cx.cotangent is not None:
             arrays["cotangent"] = np.asarray(cx.cotangent)
+        others = []
+        for j, other in enumerate(self.findings[1:]):
+            for role, a in other.inputs.items():
+                arrays[f"finding.{j}.input.{role}"] = np.asarray(a)
+            for i, a in enumerate(other.candidate_value):
+                arrays[f"finding.{j}.candidate.value.{i}"] = np.asarray(a)
+            for i, a in enumerate(other.second_value):
+                arrays[f"finding.{j}.second.value.{i}"] = np.asarray(a)
+            for i, a in enumerate(other.reference_value):
+                arrays[f"finding.{j}.reference.value.{i}"] = np.asarray(a)
+            others.append({"kind": other.kind, "message": other.message,
+                           "frames": other.frames, "rng_seed": other.rng_seed})
+        for i, a in enumerate(cx.second_value):
+            arrays[f"second.value.{i}"] = np.asarray(a)
         meta = dict(self.meta)
         meta.update(
             version=FORMAT_VERSION,
@@ -189,6 +256,12 @@ class Report:
             grad_error=cx.grad_error,
             grad_method=self.grad_method,
             seed=self.seed,
+            verdict=self.verdict,
+            verdict_name=self.verdict_name,
+            kinds=list(self.kinds),
+            frames=cx.frames,
+            findings=others,
+            notes=self.notes,
         )
         arrays["meta"] = np.asarray(json.dumps(meta))
         with open(path, "wb") as fh:
@@ -228,6 +301,7 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
     def ordered(d):
         return tuple(d[k] for k in sorted(d, key=int))
 
+    files = {k: v for k, v in files.items() if not k.startswith("finding.")}
     cx = Counterexample(
         kind=meta.get("kind", "value"),
         inputs=grouped("input."),
@@ -241,6 +315,8 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
         value_error=float(meta.get("value_error") or 0.0),
         grad_error=meta.get("grad_error"),
         rng_seed=int(meta.get("rng_seed", 0)),
+        frames=list(meta.get("frames") or []),
+        second_value=ordered(grouped("second.value.")),
     )
     return cx, meta
 
@@ -275,11 +351,16 @@ def _counterexample_lines(cx: Counterexample) -> list[str]:
         for i, a in enumerate(cx.candidate_value):
             lines.extend(_block(f"candidate[{i}]" if len(cx.candidate_value) > 1
                                 else "candidate", a))
+        for i, a in enumerate(cx.second_value):
+            lines.extend(_block(f"candidate again[{i}]" if len(cx.second_value) > 1
+                                else "candidate again", a))
         for i, a in enumerate(cx.reference_value):
             lines.extend(_block(f"reference[{i}]" if len(cx.reference_value) > 1
                                 else "reference", a))
     if cx.cotangent is not None and np.asarray(cx.cotangent).ndim > 0:
         lines.extend(_block("cotangent", cx.cotangent))
+    elif cx.cotangent is not None and cx.candidate_grads:
+        lines.append(f"  grad_output = {_num(float(cx.cotangent))} (a random scale)")
     roles = [r for r in cx.reference_grads if r in cx.candidate_grads]
     for role in roles:
         lines.append(f"  gradient of {role}:")

@@ -69,7 +69,8 @@ def _arrays(setup: _Setup, bundle: Mapping, dtype: str) -> dict[str, np.ndarray]
 
 
 def _run_reference(setup: _Setup, inputs: Mapping, *, with_grad: bool):
-    args = [inputs[r] for r in setup.ref_roles]
+    args = [setup.ref_same.convert(inputs[r]) if r == "same" else inputs[r]
+            for r in setup.ref_roles]
     try:
         with _silenced():
             if with_grad:
@@ -100,11 +101,12 @@ def _reference_primary(setup: _Setup, inputs: Mapping, cot: Any) -> float:
 def _call_candidate(setup: _Setup, inputs: Mapping, *, with_grad: bool):
     """``(outputs, pullback or None)`` of the candidate on ``inputs`` (in the
     candidate's dtype). Raises _CandidateFailure with a one-line message."""
-    args = [inputs[r] for r in setup.cand_roles]
+    args = _candidate_args(setup, inputs)
     try:
         with _silenced():
             if setup.bridge is not None:
-                kinds = [KINDS[r] for r in setup.cand_roles]
+                kinds = [setup.cand_same.kind if r == "same" else KINDS[r]
+                         for r in setup.cand_roles]
                 outputs, pull = setup.bridge.vjp(
                     setup.candidate, args, kinds, dtype=setup.dtype,
                     kwargs=setup.cand_kwargs, grad=with_grad,
@@ -138,7 +140,7 @@ def _call_candidate(setup: _Setup, inputs: Mapping, *, with_grad: bool):
 
 def _candidate_scalar(setup: _Setup, inputs64: Mapping, cot: Any) -> float:
     """sum(cot * first output) of a NumPy candidate at float64 ``inputs64``."""
-    args = [inputs64[r] for r in setup.cand_roles]
+    args = _candidate_args(setup, inputs64)
     try:
         with _silenced():
             out = _outputs(setup.candidate(*args, **setup.cand_kwargs))
@@ -147,6 +149,12 @@ def _candidate_scalar(setup: _Setup, inputs64: Mapping, cot: Any) -> float:
     if out[0].shape != np.shape(cot):
         return math.nan
     return float(np.sum(np.asarray(cot) * out[0].astype(np.float64)))
+
+
+def _candidate_args(setup: _Setup, inputs: Mapping) -> list:
+    """The candidate's positional arguments (``same`` in its convention)."""
+    return [setup.cand_same.convert(inputs[r]) if r == "same" else inputs[r]
+            for r in setup.cand_roles]
 
 
 def _raised(exc: BaseException) -> str:

@@ -17,10 +17,20 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
 
 from . import strategies as rst
+from ._choices import admissible_range
+from ._domain import PER_ROW as _PER_ROW
 from ._judge import _evaluate, _Outcome
+from ._probes import (
+    _Event,
+    confirm_deterministic,
+    crash_event,
+    generators_restored,
+    repeat_differs,
+    reseeded,
+)
+from ._run import _arrays
 from ._setup import (
     KINDS,
-    CandidateError,
     CrosscheckError,
     _CandidateFailure,
     _ReferenceFailure,
@@ -48,20 +58,63 @@ def _margin_of(setup: _Setup) -> float | None:
 
 def _default_strategy(setup: _Setup) -> st.SearchStrategy:
     roles = set(setup.ref_roles)
+    dom = setup.domain
     common = {"dtype": setup.dtype, "ties": setup.ties}
     margin = _margin_of(setup)
+
+    def size(lo: int, hi: int) -> tuple[int, int]:
+        return dom.batch_size if dom.batch_size is not None else (lo, hi)
+
+    if roles != {"x", "labels"} and dom.labeled_only:
+        raise ValueError(
+            f"domain: {', '.join(dom.labeled_only)} applies to labeled batches; "
+            f"{setup.ref_name} takes {', '.join(setup.ref_roles)}"
+        )
     if roles == {"x", "labels"}:
-        s = rst.labeled_batches(max_size=8, max_dim=3, margin=margin, **common)
-    elif roles == {"x", "labels", "centers"}:
-        s = rst.center_batches(max_size=6, max_dim=3, dtype=setup.dtype)
+        lo, hi = size(1, 8)
+        max_classes = dom.max_classes if dom.max_classes is not None else max(
+            4, dom.min_classes or 1)
+        s = rst.labeled_batches(
+            min_size=lo, max_size=hi, max_dim=3, margin=margin,
+            min_classes=dom.min_classes or 1, max_classes=max_classes,
+            balanced=dom.balanced, min_per_class=dom.min_per_class,
+            singletons=dom.singletons and dom.min_per_class < 2,
+            duplicates=dom.duplicates, **common)
+    elif roles in ({"x", "labels", "centers"}, {"x", "labels", "centers", "counts"}):
+        lo, hi = size(1, 6)
+        shape = setup.fixed_shapes.get("centers")
+        if shape is not None:  # a module's own centers: their shape is fixed
+            s = rst.center_batches(min_size=lo, max_size=hi, min_dim=shape[1],
+                                   max_dim=shape[1], num_classes=shape[0],
+                                   dtype=setup.dtype, duplicates=dom.duplicates)
+        else:
+            s = rst.center_batches(min_size=lo, max_size=hi, max_dim=3, dtype=setup.dtype,
+                                   duplicates=dom.duplicates)
+        if "counts" in roles:
+            s = st.tuples(s, st.lists(st.integers(0, 3), min_size=16, max_size=16)).map(
+                lambda t: {**t[0]._asdict(), "counts": np.asarray(
+                    t[1][:t[0].centers.shape[0]], dtype=setup.dtype)})
     elif roles == {"anchor", "positive", "negative"}:
-        s = rst.triplets(max_rows=4, max_dim=3, margin=margin, **common)
+        lo, hi = size(1, 4)
+        s = rst.triplets(min_rows=lo, max_rows=hi, max_dim=3, margin=margin,
+                         duplicates=dom.duplicates, **common)
     elif roles == {"a", "b", "same"}:
-        s = rst.pairs(max_rows=4, max_dim=3, margin=margin, **common)
+        lo, hi = size(1, 4)
+        s = rst.pairs(min_rows=lo, max_rows=hi, max_dim=3, margin=margin,
+                      duplicates=dom.duplicates, **common)
     elif roles == {"a", "b"}:
-        s = rst.pairs(max_rows=4, max_dim=3, **common)
+        lo, hi = size(1, 4)
+        s = rst.pairs(min_rows=lo, max_rows=hi, max_dim=3, duplicates=dom.duplicates,
+                      **common)
+    elif roles == {"same", "distances"}:
+        lo, hi = size(1, 4)
+        s = rst.pairs(min_rows=lo, max_rows=hi, max_dim=1, margin=margin,
+                      duplicates=dom.duplicates, **common).map(
+            lambda p: {"same": p.same, "distances": np.abs(p.a[:, 0] - p.b[:, 0])})
     elif roles == {"x"}:
-        s = rst.embeddings(max_rows=6, max_dim=3, **common)
+        lo, hi = size(1, 6)
+        s = rst.embeddings(min_rows=lo, max_rows=hi, max_dim=3, duplicates=dom.duplicates,
+                           **common)
     else:
         raise ValueError(
             f"reference: no default inputs for {setup.ref_name}'s arguments "
@@ -96,6 +149,7 @@ def _example_bundle(setup: _Setup) -> dict:
         "x": x, "labels": np.array([0, 0, 1, 1]), "centers": np.array([[0.5, 0.0], [1.0, 1.0]]),
         "anchor": x[:2], "positive": x[1:3], "negative": x[2:4],
         "a": x[:2], "b": x[2:4], "same": np.array([True, False]),
+        "distances": np.array([0.5, 1.5]), "counts": np.array([1.0, 2.0]),
     }
 
 
@@ -106,6 +160,8 @@ class _Stats:
     failed: bool = False
     value_error: float = 0.0
     grad_error: float | None = None
+    crashes: int = 0
+    nondeterministic: int = 0
 
     def add(self, outcome: _Outcome) -> None:
         if not self.failed:
@@ -118,9 +174,23 @@ class _Stats:
             self.failed = True
 
 
+@dataclass
+class _Found:
+    """What the search found besides the first mismatch."""
+
+    crash: _Event | None = None
+    nondeterminism: _Event | None = None
+    outside: _Event | None = None  # a random choice's value outside the admissible range
+    first_mismatch: _Outcome | None = None
+
+
 def _search(setup: _Setup, strategy: st.SearchStrategy, max_examples: int,
-            seed: int | None) -> tuple[_Stats, _Outcome | None]:
+            seed: int | None) -> tuple[_Stats, _Outcome | None, _Found]:
+    """Run the search. A crash or a nondeterministic value is recorded and
+    the search goes on; the first value/gradient mismatch stops it and is
+    shrunk by Hypothesis."""
     stats = _Stats()
+    found = _Found()
 
     @settings(
         max_examples=max_examples, deadline=None, database=None, derandomize=False,
@@ -130,63 +200,125 @@ def _search(setup: _Setup, strategy: st.SearchStrategy, max_examples: int,
     )
     @given(bundle=strategy, rng_seed=st.integers(0, 2**16 - 1))
     def search(bundle, rng_seed):
-        outcome = _evaluate(setup, bundle, rng_seed)
+        try:
+            with reseeded(setup.reseed):
+                outcome = _evaluate(setup, bundle, rng_seed)
+        except _CandidateFailure as exc:
+            stats.crashes += 1
+            if found.crash is None:
+                found.crash = crash_event(exc, _arrays(setup, bundle, setup.dtype), rng_seed)
+            return
+        second = repeat_differs(setup, outcome.inputs, outcome.cand_outputs)
+        if second is None and not outcome.agree and outcome.kind in ("value", "indices"):
+            second = confirm_deterministic(setup, outcome.inputs, outcome.cand_outputs)
+        if second is not None:
+            _nondeterministic(setup, outcome, second, stats, found)
+            return
         stats.add(outcome)
         if not outcome.agree:
+            if found.first_mismatch is None:
+                found.first_mismatch = outcome
             raise _Mismatch(outcome)
 
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     try:
-        search()
+        with generators_restored(setup.reseed):
+            search()
     except _Mismatch as exc:
-        return stats, exc.outcome
-    except _CandidateFailure as exc:
-        raise CandidateError(
-            f"candidate {setup.candidate_name} {exc.message} on {_inputs_words(exc.inputs)}",
-            exc.inputs,
-        ) from None
+        return stats, exc.outcome, found
     except _ReferenceFailure as exc:
         raise CrosscheckError(f"reference {exc}") from None
     except Unsatisfiable:
         raise CrosscheckError(
             "inputs: the strategy could not draw enough valid examples"
         ) from None
-    except Flaky as exc:
-        raise CrosscheckError(
-            f"candidate {setup.candidate_name} is not deterministic: the same input gave "
-            f"different results ({type(exc).__name__})"
-        ) from None
+    except Flaky:
+        # a candidate that changed its mind while Hypothesis replayed the failure
+        return stats, found.first_mismatch, found
     except HypothesisException as exc:
         raise CrosscheckError(f"search failed: {type(exc).__name__}: {exc}") from None
-    return stats, None
+    return stats, None, found
 
 
-_PER_ROW = ("x", "labels", "anchor", "positive", "negative", "a", "b", "same")
+def _nondeterministic(setup: _Setup, outcome: _Outcome, second: tuple, stats: _Stats,
+                      found: _Found) -> None:
+    """Record a value that changed between two calls, and judge both calls
+    against the admissible random choices where the reference has them."""
+    stats.nondeterministic += 1
+    first = tuple(outcome.cand_outputs)
+    event = _Event(kind="nondeterministic", inputs=dict(outcome.inputs),
+                   message=f"{_fmt(first[0])} then {_fmt(second[0])} on the same input",
+                   rng_seed=outcome.rng_seed, values=first, second=second,
+                   ref_outputs=tuple(outcome.ref_outputs))
+    if found.nondeterminism is None:
+        found.nondeterminism = event
+    if setup.index_mode or found.outside is not None:
+        return
+    ref_in = _arrays(setup, outcome.inputs, "float64")
+    bounds = admissible_range(setup, ref_in, outcome.ref_outputs[0])
+    if bounds is None:
+        return
+    lo, hi, what = bounds
+    slack = setup.tol.value * max(abs(lo), abs(hi), setup.tol.floor)
+    for value in (first[0], second[0]):
+        v = float(np.asarray(value, dtype=np.float64).reshape(-1)[0]) \
+            if np.size(value) == 1 else math.nan
+        if not (lo - slack <= v <= hi + slack):
+            found.outside = _Event(
+                kind="value", inputs=dict(outcome.inputs), rng_seed=outcome.rng_seed,
+                message=(f"value {v:.6g} lies outside [{lo:.6g}, {hi:.6g}], the values "
+                         f"{what} can give (the candidate is nondeterministic: "
+                         f"{_fmt(first[0])} then {_fmt(second[0])} on one input)"),
+                values=(np.asarray(value),), ref_outputs=tuple(outcome.ref_outputs))
+            return
+    event.message += (f"; both lie in [{lo:.6g}, {hi:.6g}], the values {what} can give "
+                      f"(reference {_fmt(outcome.ref_outputs[0])})")
+
+
+def _fmt(a: Any) -> str:
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 1:
+        return f"{float(a.reshape(-1)[0]):.6g}"
+    return np.array2string(a, precision=6, separator=", ", threshold=8).replace("\n", "")
 
 
 def _minimize(setup: _Setup, outcome: _Outcome) -> _Outcome:
-    """Delete rows (one sample, or one pair or triplet, at a time), then
-    columns, while the candidate still disagrees: Hypothesis's shrinker can
-    stop where two deletions at once would be needed; this makes the
-    counterexample 1-minimal (no single row or column can go)."""
+    """Delete rows (one sample, or one pair or triplet, at a time; for a
+    labeled batch also one class, or one sample of every class), then
+    columns, while the candidate still disagrees and the input stays in the
+    domain: Hypothesis's shrinker can stop where two deletions at once would
+    be needed; this makes the counterexample 1-minimal inside the domain."""
     best = outcome
-    for axis in (0, 1):
-        progress = True
-        while progress:
-            progress = False
-            size = _extent(best.inputs, axis)
-            # never below one row or column: the strategies draw none of those,
-            # and an empty batch is a different question (its own convention)
-            for i in range(size if size > 1 else 0):
-                smaller = _drop(best.inputs, axis, i)
-                try:
-                    trial = _evaluate(setup, smaller, best.rng_seed)
-                except (_CandidateFailure, _ReferenceFailure):
-                    continue
-                if not trial.agree and (trial.kind, trial.role) == (outcome.kind, outcome.role):
-                    best, progress = trial, True
-                    break
+
+    def same_kind(inputs) -> _Outcome | None:
+        try:
+            with reseeded(setup.reseed):
+                trial = _evaluate(setup, inputs, best.rng_seed)
+        except (_CandidateFailure, _ReferenceFailure):
+            return None
+        if trial.agree or (trial.kind, trial.role) != (outcome.kind, outcome.role):
+            return None
+        return trial
+
+    progress = True
+    while progress:
+        progress = False
+        for smaller in setup.domain.deletions(best.inputs):
+            trial = same_kind(smaller)
+            if trial is not None:
+                best, progress = trial, True
+                break
+    progress = not setup.fixed_shapes  # a module's parameter fixes the dimension
+    while progress:
+        progress = False
+        size = _extent(best.inputs, 1)
+        # never below one column: the strategies draw none
+        for i in range(size if size > 1 else 0):
+            trial = same_kind(_drop(best.inputs, 1, i))
+            if trial is not None:
+                best, progress = trial, True
+                break
     return best
 
 
@@ -203,7 +335,7 @@ def _drop(inputs: Mapping, axis: int, i: int) -> dict:
         a = np.asarray(a)
         if axis == 0 and role in _PER_ROW:
             a = np.delete(a, i, axis=0)
-        elif axis == 1 and KINDS[role] == "float":
+        elif axis == 1 and KINDS[role] == "float" and a.ndim == 2:
             a = np.delete(a, i, axis=1)
         out[role] = a
     return out

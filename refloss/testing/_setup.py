@@ -14,9 +14,11 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from ._domain import Domain
 
 if TYPE_CHECKING:
     from ._judge import Tolerance
@@ -47,11 +49,19 @@ ROLE_SYNONYMS = {
     "positives": "positive", "negative": "negative", "negatives": "negative",
     "a": "a", "b": "b", "x1": "a", "x2": "b", "input1": "a", "input2": "b",
     "embeddings_anchor": "a", "embeddings_positive": "b",
+    "left_feature": "a", "right_feature": "b", "left": "a", "right": "b",
+    "distances": "distances", "dist": "distances",
+    "sums": "centers", "cts": "counts", "counts": "counts",
     "same": "same", "similar": "same", "is_same": "same",
 }
 
 
-FLOAT_ROLES = ("x", "centers", "anchor", "positive", "negative", "a", "b")
+FLOAT_ROLES = ("x", "centers", "anchor", "positive", "negative", "a", "b", "distances",
+               "counts")
+#: references whose parameter names do not say what they take
+REFERENCE_ROLES = {
+    "refloss.compat.tfa.contrastive_loss": ["same", "distances"],  # y_pred: distances
+}
 
 
 KINDS = {**{r: "float" for r in FLOAT_ROLES}, "labels": "int", "same": "bool"}
@@ -166,10 +176,11 @@ def _import_attr(spec: str, what: str) -> Any:
     return obj
 
 
-def load_candidate(spec: str) -> Callable:
+def load_candidate(spec: str, init_kwargs: Mapping[str, Any] | None = None) -> Callable:
     """The candidate named by ``spec``: ``"package.module:function"`` (a class
-    is instantiated with no arguments, e.g. a loss module), or
-    ``"known:<name>"`` for an entry of :mod:`refloss.adapters.known`.
+    is instantiated with ``init_kwargs``, none by default, e.g. a loss
+    module), or ``"known:<name>"`` for an entry of
+    :mod:`refloss.adapters.known`.
 
     The returned callable remembers ``spec`` so that a saved counterexample
     can be replayed. Raises ValueError naming what fails to import.
@@ -182,14 +193,11 @@ def load_candidate(spec: str) -> Callable:
         entry = known.get(spec[len("known:"):])
         return entry.candidate()
     obj = _import_attr(spec, "candidate")
+    init_kwargs = _check_init_kwargs(init_kwargs)
     if isinstance(obj, type):
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise ValueError(
-                f"candidate: cannot instantiate {spec} with no arguments "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+        obj = _instantiate(obj, spec, init_kwargs)
+    elif init_kwargs:
+        raise ValueError(f"init_kwargs: {spec} is not a class")
     if not callable(obj):
         raise ValueError(f"candidate: {spec} is a {type(obj).__name__}, not callable")
 
@@ -199,6 +207,8 @@ def load_candidate(spec: str) -> Callable:
         return obj(*args, **kwargs)
 
     candidate.__refloss_candidate__ = spec
+    if init_kwargs:
+        candidate.__refloss_init_kwargs__ = init_kwargs
     return candidate
 
 
@@ -268,7 +278,16 @@ def _signature(fn: Callable) -> inspect.Signature | None:
         return None
 
 
+def _pairs_context(roles: list) -> list:
+    """A label next to two embeddings ``a``, ``b`` is the pair flag."""
+    if "a" in roles and "b" in roles:
+        return ["same" if r == "labels" else r for r in roles]
+    return roles
+
+
 def _reference_roles(fn: Callable, name: str, kwargs: Mapping) -> list[str]:
+    if name in REFERENCE_ROLES:
+        return list(REFERENCE_ROLES[name])
     sig = _signature(fn)
     if sig is None:
         raise ValueError(f"reference: cannot read the signature of {name}")
@@ -281,11 +300,12 @@ def _reference_roles(fn: Callable, name: str, kwargs: Mapping) -> list[str]:
         role = ROLE_SYNONYMS.get(p.name.lower())
         if role is None:
             raise ValueError(
-                f"reference: cannot tell what to pass as {name}'s parameter {p.name!r} "
-                f"(known inputs: x, labels, centers, anchor/positive/negative, a/b/same); "
-                f"give it in reference_kwargs"
+                f"reference_kwargs: {name} needs {p.name!r}, which is not an input array "
+                f"(known inputs: x, labels, centers, anchor/positive/negative, a/b/same): "
+                f"give its value, e.g. {{{p.name!r}: ...}}"
             )
         roles.append(role)
+    roles = _pairs_context(roles)
     if not roles:
         raise ValueError(f"reference: {name} takes no array arguments")
     if len(set(roles)) != len(roles):
@@ -293,19 +313,23 @@ def _reference_roles(fn: Callable, name: str, kwargs: Mapping) -> list[str]:
     return roles
 
 
+def _signature_roles(fn: Callable, limit: int) -> list:
+    """The roles the first ``limit`` positional parameters name (None: unknown)."""
+    sig = _signature(fn)
+    if sig is None:
+        return []
+    roles = []
+    for p in sig.parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or len(roles) == limit:
+            break
+        roles.append(ROLE_SYNONYMS.get(p.name.lower()))
+    return _pairs_context(roles)
+
+
 def _candidate_roles(fn: Callable, ref_roles: list[str]) -> list[str]:
     """The candidate's argument order, read from its parameter names when they
     name the same inputs as the reference's; the reference's order otherwise."""
-    sig = _signature(fn)
-    if sig is None:
-        return list(ref_roles)
-    roles = []
-    for p in sig.parameters.values():
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            break
-        roles.append(ROLE_SYNONYMS.get(p.name.lower()))
-        if len(roles) == len(ref_roles):
-            break
+    roles = _signature_roles(fn, len(ref_roles))
     if len(roles) == len(ref_roles) and None not in roles and set(roles) == set(ref_roles):
         return roles
     return list(ref_roles)
@@ -352,6 +376,16 @@ class _Setup:
     grad_method: str
     ties: bool
     index_mode: bool = False
+    domain: Domain = field(default_factory=Domain)  # the inputs drawn and shrunk
+    reseed: bool = False  # reseed the global generators before every candidate call
+    notes: list = field(default_factory=list)  # said once in the report (adaptations)
+    ref_same: Any = None  # _adapt.SameConvention of the reference's pair flags
+    cand_same: Any = None  # ... and of the candidate's
+    output: int | None = None  # which output of a tuple is the candidate's value
+    params: dict = field(default_factory=dict)  # role -> module parameter name
+    fixed_shapes: dict = field(default_factory=dict)  # role -> shape a module fixes
+    scalar_reference: bool = False
+    init_kwargs: dict = field(default_factory=dict)
 
 
 def _check_options(framework, dtype, grad, max_examples, seed, ties):
@@ -374,11 +408,24 @@ def _check_options(framework, dtype, grad, max_examples, seed, ties):
 
 
 def _make_setup(candidate, reference, *, framework, reference_kwargs, candidate_kwargs,
-                grad, dtype, ties, name) -> _Setup:
+                grad, dtype, ties, name, init_kwargs=None, output=None, same=None) -> _Setup:
+    from ._adapt import REFERENCE_SAME, SameConvention
     from ._judge import TOLERANCES  # _judge reads this module: imported when used
 
+    init_kwargs = _check_init_kwargs(init_kwargs)
+    if isinstance(candidate, type):
+        candidate = _instantiate(candidate, _candidate_name(candidate), init_kwargs)
+    elif init_kwargs and getattr(candidate, "__refloss_init_kwargs__", None) != init_kwargs:
+        raise ValueError("init_kwargs: the candidate is not a class (pass the class itself, "
+                         "or MODULE:CLASS on the command line)")
     if not callable(candidate):
         raise TypeError(f"candidate: expected a callable, got {type(candidate).__name__}")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, int)):
+        raise TypeError(f"output: expected an integer index or None, got {output!r}")
+    cand_same = SameConvention.parse(same)
+    if same is None and callable(candidate) and not isinstance(candidate, type):
+        # a compat preset as the candidate takes its own convention
+        cand_same = REFERENCE_SAME.get(reference_name(candidate), cand_same)
     ref = resolve_reference(reference)
     ref_name = reference_name(ref)
     ref_kwargs = _check_kwargs(ref, ref_name, reference_kwargs, "reference_kwargs")
@@ -386,6 +433,12 @@ def _make_setup(candidate, reference, *, framework, reference_kwargs, candidate_
     cand_kwargs = _check_kwargs(candidate, cand_name, candidate_kwargs, "candidate_kwargs")
     ref_roles = _reference_roles(ref, ref_name, ref_kwargs)
     cand_roles = _candidate_roles(candidate, ref_roles)
+    params, fixed = _module_inputs(candidate, ref_roles, framework)
+    if params:
+        named = [r for r in _signature_roles(candidate, len(ref_roles)) if r in ref_roles]
+        cand_roles = named + [r for r in ref_roles if r in params]
+    if not cand_same.is_default and "same" not in ref_roles:
+        raise ValueError(f"same: {ref_name} takes no pair flags")
     has_rule = hasattr(ref, "__refloss_vjp__")
     bridge = None
     if framework != "numpy":
@@ -399,14 +452,68 @@ def _make_setup(candidate, reference, *, framework, reference_kwargs, candidate_
         method = "analytic"
     else:
         method = "finite differences"
-    return _Setup(
+    setup = _Setup(
         candidate=candidate, candidate_name=cand_name,
         candidate_spec=_candidate_spec(candidate), reference=ref, ref_name=ref_name,
         framework=framework, bridge=bridge, dtype=dtype, tol=TOLERANCES[dtype],
         ref_roles=ref_roles, cand_roles=cand_roles, ref_kwargs=ref_kwargs,
         cand_kwargs=cand_kwargs, grad=bool(grad and has_rule), grad_method=method,
         ties=_default_ties(ref, ref_kwargs, dtype) if ties is None else ties,
+        ref_same=REFERENCE_SAME.get(ref_name, SameConvention()), cand_same=cand_same,
+        output=output, params=params, fixed_shapes=fixed, init_kwargs=init_kwargs,
     )
+    if method != "analytic":
+        setup.candidate = _adapted(setup, candidate)
+    return setup
+
+
+def _adapted(setup: _Setup, candidate: Callable) -> Callable:
+    from ._adapt import adapted
+
+    def note(text: str) -> None:
+        if text not in setup.notes:
+            setup.notes.append(text)
+
+    return adapted(candidate, roles=setup.cand_roles, output=setup.output,
+                   params=setup.params, scalar=lambda: setup.scalar_reference, note=note)
+
+
+def _module_inputs(candidate: Callable, ref_roles: list[str], framework: str
+                   ) -> tuple[dict, dict]:
+    """Reference inputs a torch module candidate holds as parameters
+    (``{role: name}``) and the shapes they fix (``{role: shape}``)."""
+    from ._adapt import module_parameters, parameter_shape
+
+    if framework != "torch":
+        return {}, {}
+    named = _signature_roles(candidate, len(ref_roles))
+    missing = [r for r in ref_roles if r not in named]
+    params = module_parameters(candidate, missing, ROLE_SYNONYMS)
+    return params, {r: parameter_shape(candidate, p) for r, p in params.items()}
+
+
+def _check_init_kwargs(init_kwargs: Any) -> dict:
+    if init_kwargs is None:
+        return {}
+    if not isinstance(init_kwargs, Mapping):
+        raise TypeError(f"init_kwargs: expected a dict of keyword arguments, got "
+                        f"{type(init_kwargs).__name__}")
+    return dict(init_kwargs)
+
+
+def _instantiate(cls: type, name: str, init_kwargs: Mapping) -> Any:
+    """``cls(**init_kwargs)``; a failure is bad usage, named."""
+    try:
+        obj = cls(**init_kwargs)
+    except Exception as exc:
+        given = f"init_kwargs {dict(init_kwargs)}" if init_kwargs else "no arguments"
+        raise ValueError(f"init_kwargs: cannot instantiate {name} with {given} "
+                         f"({type(exc).__name__}: {exc})") from None
+    try:
+        obj.__refloss_init_kwargs__ = dict(init_kwargs)
+    except AttributeError:  # __slots__ or a C type: nothing to remember
+        pass
+    return obj
 
 
 def _default_ties(ref: Callable, kwargs: Mapping, dtype: str) -> bool:

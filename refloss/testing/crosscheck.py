@@ -39,14 +39,16 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ._domain import Domain
 from ._judge import TOLERANCES, Tolerance, _evaluate, _fd_gradient, _Outcome
+from ._probes import _Event, cotangent_words, crash_event, generators_restored, shrink_crash
 from ._report import Counterexample, Report, load_counterexample
 from ._run import _arrays, _call_candidate, _is_index, _run_reference
 from ._search import (
     _as_bundle,
     _default_strategy,
     _example_bundle,
-    _inputs_words,
+    _Found,
     _minimize,
     _search,
     _Stats,
@@ -80,20 +82,6 @@ __all__ = [
     "replay",
     "resolve_reference",
 ]
-
-
-def _dry_run(setup: _Setup) -> None:
-    bundle = _example_bundle(setup)
-    try:
-        _evaluate(setup, bundle, 0)
-    except _CandidateFailure as exc:
-        raise CandidateError(
-            f"candidate {setup.candidate_name} {exc.message} on the example "
-            f"{_inputs_words({r: exc.inputs[r] for r in setup.cand_roles if r in exc.inputs})}",
-            exc.inputs,
-        ) from None
-    except _ReferenceFailure as exc:
-        raise ValueError(f"reference_kwargs: reference {exc}") from None
 
 
 def _both_gradients(setup: _Setup, outcome: _Outcome) -> tuple[dict, dict]:
@@ -136,28 +124,66 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
     )
 
 
-def _report(setup: _Setup, stats: _Stats, failing: _Outcome | None, seed) -> Report:
+def _event_counterexample(setup: _Setup, event: _Event) -> Counterexample:
+    ref_value: tuple = tuple(event.ref_outputs)
+    if not ref_value:  # a crash: show what the reference gives there
+        try:
+            ref_value, _ = _run_reference(setup, _arrays(setup, event.inputs, "float64"),
+                                          with_grad=False)
+        except _ReferenceFailure:
+            ref_value = ()
+    return Counterexample(
+        kind=event.kind, inputs=dict(event.inputs), candidate_value=tuple(event.values),
+        reference_value=tuple(ref_value), message=event.message, rng_seed=event.rng_seed,
+        frames=list(event.frames), second_value=tuple(event.second),
+    )
+
+
+def _report(setup: _Setup, stats: _Stats, failing: _Outcome | None, seed,
+            found: _Found | None = None) -> Report:
+    found = found or _Found()
     meta = {
         "candidate_spec": setup.candidate_spec,
         "ref_roles": setup.ref_roles,
         "cand_roles": setup.cand_roles,
         "grad": setup.grad,
         "ties": setup.ties,
+        "domain": setup.domain.as_dict(),
+        "reseed": setup.reseed,
+        "init_kwargs": setup.init_kwargs,
+        "output": setup.output,
+        "same": None if setup.cand_same.is_default else ",".join(
+            [setup.cand_same.dtype] + (["1=different"] if setup.cand_same.one_is_different
+                                       else []) + (["column"] if setup.cand_same.column
+                                                   else [])),
+        "crashes": stats.crashes,
+        "nondeterministic_examples": stats.nondeterministic,
     }
     value_error, grad_error = stats.value_error, stats.grad_error
     if failing is not None:  # the minimized counterexample is not in the statistics
         value_error = max(value_error, failing.value_error)
         if failing.grad_error is not None:
             grad_error = max(grad_error or 0.0, failing.grad_error)
+    findings = [] if failing is None else [_counterexample(setup, failing)]
+    for event in (found.outside, found.crash, found.nondeterminism):
+        if event is not None:
+            findings.append(_event_counterexample(setup, event))
+    if any(cx.kind != "nondeterministic" for cx in findings):
+        verdict = "disagree"
+    elif findings:
+        verdict = "nondeterministic"
+    else:
+        verdict = "agree"
     return Report(
         candidate=setup.candidate_name, reference=setup.ref_name, framework=setup.framework,
-        dtype=setup.dtype, verdict="agree" if failing is None else "disagree",
+        dtype=setup.dtype, verdict=verdict,
         examples=stats.examples, skipped=stats.skipped, value_error=value_error,
         grad_error=grad_error if setup.grad else None,
         tolerance=setup.tol.as_dict(setup.grad_method == "finite differences"),
-        counterexample=None if failing is None else _counterexample(setup, failing),
+        counterexample=findings[0] if findings else None, findings=findings,
         reference_kwargs=setup.ref_kwargs, candidate_kwargs=setup.cand_kwargs, seed=seed,
         grad_method=setup.grad_method if setup.grad else "none", meta=meta,
+        notes=list(setup.notes),
     )
 
 
@@ -175,6 +201,11 @@ def crosscheck(
     ties: bool | None = None,
     inputs: st.SearchStrategy | None = None,
     name: str | None = None,
+    domain: Mapping[str, Any] | None = None,
+    reseed: bool = False,
+    init_kwargs: Mapping[str, Any] | None = None,
+    output: int | None = None,
+    same: str | None = None,
 ) -> Report:
     """Search for inputs where ``candidate`` disagrees with ``reference``.
 
@@ -208,15 +239,40 @@ def crosscheck(
         inputs: a strategy of your own drawing dicts (or the records of
             :mod:`refloss.testing.strategies`) keyed by role.
         name: how the candidate is called in the report.
+        domain: the inputs the candidate is meant for, drawn and shrunk
+            inside: ``{"balanced": True}`` (P×K batches), ``"min_per_class"``,
+            ``"min_classes"``, ``"max_classes"``, ``"singletons": False``,
+            ``"duplicates": False`` (no two equal rows), ``"batch_size"``
+            (``n`` or ``(lo, hi)`` rows).
+        reseed: reseed Python's, NumPy's and torch's global generators before
+            every call of the candidate (restored afterwards), so that a
+            candidate drawing from them is judged as one function; without
+            it, a candidate whose value changes between two calls on one
+            input is NONDETERMINISTIC.
+        init_kwargs: when ``candidate`` is a class (a loss module), the
+            keyword arguments of its constructor; the instance is called.
+        output: the index of the candidate's value when it returns a tuple
+            (``(loss, n_triplets)``: 0).
+        same: the candidate's convention for pair flags: ``"bool"``
+            (default), ``"int"`` or ``"float"`` 0/1, plus ``"1=different"``
+            (1 marks a dissimilar pair) and ``"column"`` (shape ``[B, 1]``),
+            e.g. ``"float,1=different"``.
+
+    A value of shape (1,) where the reference returns a scalar is compared
+    as the scalar (the report notes it). A torch module that holds an input
+    of the reference as a parameter (``self.centers``) is called through
+    ``torch.func.functional_call`` with the drawn array in its place.
 
     Returns:
         A :class:`refloss.testing.Report`; ``report.agrees`` is the verdict
         and ``report.counterexample`` the shrunk input with both outputs and
         both gradients.
 
+    A candidate that raises on a valid input is a finding (kind
+    ``"raises"``, shrunk, with its own traceback frames), and the search goes
+    on for value and gradient differences; ``report.findings`` lists all.
+
     Raises:
-        CandidateError: the candidate raised or returned a wrong shape (the
-            message names the input).
         ValueError, TypeError: bad arguments (an unknown reference, keyword
             or framework).
         CrosscheckError: the search could not run.
@@ -230,19 +286,31 @@ def crosscheck(
     _check_options(framework, dtype, grad, max_examples, seed, ties)
     setup = _make_setup(candidate, reference, framework=framework,
                         reference_kwargs=reference_kwargs, candidate_kwargs=candidate_kwargs,
-                        grad=grad, dtype=dtype, ties=ties, name=name)
+                        grad=grad, dtype=dtype, ties=ties, name=name,
+                        init_kwargs=init_kwargs, output=output, same=same)
+    if not isinstance(reseed, bool):
+        raise TypeError(f"reseed: expected True or False, got {type(reseed).__name__}")
+    setup.domain = Domain.from_options(domain)
+    setup.reseed = reseed
     _set_index_mode(setup, _example_bundle(setup))
-    _dry_run(setup)
     if inputs is None:
         strategy = _default_strategy(setup)
+    elif not setup.domain.is_default:
+        raise ValueError("domain: applies to the default inputs; with inputs= your strategy "
+                         "draws the domain")
     elif isinstance(inputs, st.SearchStrategy):
         strategy = inputs.map(_as_bundle(setup))
     else:
         raise TypeError(f"inputs: expected a Hypothesis strategy, got {type(inputs).__name__}")
-    stats, failing = _search(setup, strategy, max_examples, seed)
-    if failing is not None and inputs is None:
-        failing = _minimize(setup, failing)
-    return _report(setup, stats, failing, seed)
+    stats, failing, found = _search(setup, strategy, max_examples, seed)
+    with generators_restored(setup.reseed):
+        if failing is not None and inputs is None:
+            failing = _minimize(setup, failing)
+        if failing is not None and failing.kind == "gradient":
+            failing.message = cotangent_words(setup, failing) or failing.message
+        if found.crash is not None and inputs is None:
+            found.crash = shrink_crash(setup, found.crash)
+    return _report(setup, stats, failing, seed, found)
 
 
 def _set_index_mode(setup: _Setup, bundle: Mapping) -> None:
@@ -252,6 +320,7 @@ def _set_index_mode(setup: _Setup, bundle: Mapping) -> None:
     except _ReferenceFailure as exc:
         raise ValueError(f"reference_kwargs: reference {exc}") from None
     setup.index_mode = len(first) > 1 and all(_is_index(a) for a in first)
+    setup.scalar_reference = first[0].shape == ()
     if setup.index_mode:
         setup.grad = False
 
@@ -288,7 +357,7 @@ def replay(path: str | os.PathLike, *, candidate: Callable | None = None,
                 f"replay: {os.fspath(path)!r} was saved from a candidate that cannot be "
                 f"imported by name ({meta.get('candidate')}); pass candidate="
             )
-        candidate = load_candidate(spec)
+        candidate = load_candidate(spec, meta.get("init_kwargs") or None)
     if reference is None:
         reference = meta.get("reference")
     framework = meta.get("framework", "numpy")
@@ -299,7 +368,7 @@ def replay(path: str | os.PathLike, *, candidate: Callable | None = None,
         reference_kwargs=meta.get("reference_kwargs") or {},
         candidate_kwargs=meta.get("candidate_kwargs") or {},
         grad=bool(meta.get("grad", True)), dtype=dtype, ties=meta.get("ties"),
-        name=meta.get("candidate"),
+        name=meta.get("candidate"), output=meta.get("output"), same=meta.get("same"),
     )
     missing = [r for r in setup.ref_roles if r not in cx.inputs]
     if missing:
@@ -309,15 +378,17 @@ def replay(path: str | os.PathLike, *, candidate: Callable | None = None,
         )
     _set_index_mode(setup, cx.inputs)
     stats = _Stats()
+    found = _Found()
+    outcome = None
     try:
         outcome = _evaluate(setup, cx.inputs, cx.rng_seed)
     except _CandidateFailure as exc:
-        raise CandidateError(
-            f"candidate {setup.candidate_name} {exc.message} on the saved "
-            f"{_inputs_words(exc.inputs)}", exc.inputs) from None
+        found.crash = crash_event(exc, _arrays(setup, cx.inputs, setup.dtype), cx.rng_seed)
     except _ReferenceFailure as exc:
         raise CrosscheckError(f"reference {exc}") from None
-    stats.add(outcome)
-    report = _report(setup, stats, None if outcome.agree else outcome, meta.get("seed"))
+    if outcome is not None:
+        stats.add(outcome)
+    failing = None if outcome is None or outcome.agree else outcome
+    report = _report(setup, stats, failing, meta.get("seed"), found)
     report.meta["replayed_from"] = os.fspath(path)
     return report
