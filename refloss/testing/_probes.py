@@ -106,14 +106,27 @@ def _crashes_alike(setup: _Setup, inputs: Mapping, rng_seed: int, key: str) -> _
 
 
 def shrink_crash(setup: _Setup, event: _Event) -> _Event:
-    """Delete rows and classes (inside the domain), then simplify coordinates,
-    while the same exception comes back: a 1-minimal crashing input."""
+    """Delete rows and classes (inside the domain), then columns, then
+    simplify coordinates, while the same exception comes back: a 1-minimal
+    crashing input."""
     best = event
     progress = True
     while progress:
         progress = False
         for smaller in setup.domain.deletions(best.inputs):
             trial = _crashes_alike(setup, smaller, best.rng_seed, event.key)
+            if trial is not None:
+                best, progress = trial, True
+                break
+    progress = not setup.fixed_shapes  # a module's parameter fixes the dimension
+    while progress:
+        progress = False
+        width = next((np.shape(best.inputs[r])[1] for r in ("x", "anchor", "a")
+                      if r in best.inputs and np.ndim(best.inputs[r]) == 2), 0)
+        for i in range(width if width > 1 else 0):
+            narrower = {r: (np.delete(a, i, axis=1) if KINDS.get(r) == "float"
+                            and np.ndim(a) == 2 else a) for r, a in best.inputs.items()}
+            trial = _crashes_alike(setup, narrower, best.rng_seed, event.key)
             if trial is not None:
                 best, progress = trial, True
                 break
