@@ -162,10 +162,10 @@ def random_semihard(embeddings, labels, margin=1.0):
             if semi:
                 k = semi[int(torch.randint(len(semi), ()))]
             else:
-                farther = [k for k in negs if d[a, k] > d[a, p]]
-                pool = farther or negs
-                key = (lambda j: d[a, j]) if farther else (lambda j: -d[a, j])
-                k = min(pool, key=key)
+                row = d[a].tolist()
+                farther = [k for k in negs if row[k] > row[p]]
+                k = (min(farther, key=row.__getitem__) if farther
+                     else max(negs, key=row.__getitem__))
             terms.append(torch.relu(d[a, p] - d[a, k] + margin))
     return torch.stack(terms).mean() if terms else embeddings.sum() * 0
 
