@@ -65,6 +65,13 @@ def _internal(filename: str) -> bool:
     return origin is not None and path == os.path.abspath(origin)
 
 
+def _shown(filename: str) -> str:
+    """A file under the working directory by its relative path."""
+    path = os.path.abspath(filename)
+    here = os.getcwd() + os.sep
+    return path[len(here):] if path.startswith(here) else filename
+
+
 def frames_of(exc: BaseException) -> list[str]:
     """The traceback of the candidate's own exception, without refloss's
     harness frames (the last few, innermost last)."""
@@ -73,7 +80,7 @@ def frames_of(exc: BaseException) -> list[str]:
     for f in traceback.extract_tb(cause.__traceback__):
         if _internal(f.filename):
             continue
-        line = f"{f.filename}:{f.lineno} in {f.name}"
+        line = f"{_shown(f.filename)}:{f.lineno} in {f.name}"
         if f.line:
             line += f": {f.line.strip()}"
         out.append(line)
