@@ -212,6 +212,31 @@ def test_random_negative_of_any_kind_falls_outside_the_admissible_range():
     assert "lies outside [" in report.difference
 
 
+def random_hard_negative(embeddings, labels, margin=1.0):
+    """For each positive pair, a random negative that violates the margin."""
+    d = distances(embeddings)
+    n = labels.shape[0]
+    terms = []
+    for a in range(n):
+        row = d[a].tolist()
+        negs = [k for k in range(n) if labels[k] != labels[a]]
+        for p in range(n):
+            if not negs or p == a or labels[p] != labels[a]:
+                continue
+            hard = [k for k in negs if row[k] < row[p] + margin] or negs
+            k = hard[int(torch.randint(len(hard), ()))]
+            terms.append(torch.relu(d[a, p] - d[a, k] + margin))
+    return torch.stack(terms).mean() if terms else embeddings.sum() * 0
+
+
+def test_random_hard_negative_is_judged_against_hardest_negative():
+    torch.manual_seed(0)
+    report = crosscheck(random_hard_negative, "hardest_negative_triplet_loss",
+                        framework="torch", ties=False, max_examples=25, **WIDE_MARGIN)
+    assert report.verdict_name == "NONDETERMINISTIC", str(report)
+    assert "a random margin-violating negative per positive pair" in report.difference
+
+
 def test_reseeding_makes_a_seeded_random_choice_one_function():
     report = crosscheck(random_semihard, "semihard_triplet_loss", framework="torch",
                         ties=False, max_examples=10, reseed=True, grad=False, **WIDE_MARGIN)
@@ -288,6 +313,13 @@ def test_same_as_one_means_different_against_the_hadsell_preset():
     assert report.agrees, str(report)
     report = crosscheck(hadsell_contrastive, "compat.hadsell.contrastive_loss", **options)
     assert not report.agrees  # told nothing, it gets True for a similar pair
+
+
+def test_half_hadsell_agrees_with_the_scaled_contrastive_reference():
+    report = crosscheck(hadsell_contrastive, "contrastive_loss", framework="torch",
+                        reference_kwargs={"scale": 0.5, "margin": 0.2},
+                        same="float,1=different", max_examples=15)
+    assert report.agrees, str(report)
 
 
 def test_same_flags_as_a_column():

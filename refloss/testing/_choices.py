@@ -64,8 +64,8 @@ def admissible_range(setup: _Setup, ref_in: Mapping[str, Any], ref_value: Any
     lo_terms, hi_terms, count = [], [], 0
     for a in range(len(labels)):
         negs = d[a, ~same[a]]
-        if name == "semihard_triplet_loss" and negs.size == 0:
-            continue  # no term for an anchor without a negative
+        if negs.size == 0:
+            continue  # both references: no term for an anchor without a negative
         for p in range(len(labels)):
             if p == a or not same[a, p]:
                 continue
