@@ -371,6 +371,40 @@ def test_finite_differences_catch_a_wrong_gradient_of_a_numpy_candidate():
     assert report.grad_method == "finite differences"
 
 
+# the settings some presets require (they have no default)
+PRESET_SETTINGS = {"alfa": 0.5, "margin": 0.2, "alpha": 0.5}
+
+
+def _every_preset():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import refloss.compat as compat
+
+    for info in pkgutil.iter_modules(compat.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"refloss.compat.{info.name}")
+        for name in mod.__all__:
+            fn = getattr(mod, name)
+            if hasattr(fn, "__refloss_preset__"):
+                params = inspect.signature(fn).parameters
+                required = {k: v for k, v in PRESET_SETTINGS.items()
+                            if k in params and params[k].default is params[k].empty}
+                yield pytest.param(fn, f"compat.{info.name}.{name}", required,
+                                   id=f"{info.name}.{name}")
+
+
+@pytest.mark.parametrize(("preset", "name", "settings"), list(_every_preset()))
+def test_every_preset_is_usable_as_a_reference(preset, name, settings):
+    # the preset against itself: its inputs are drawn, its pair label takes its
+    # own convention (Hadsell's 1 = dissimilar float), and it agrees
+    report = crosscheck(preset, name, reference_kwargs=settings, candidate_kwargs=settings,
+                        max_examples=2)
+    assert report.agrees, str(report)
+
+
 def test_preset_as_reference_with_arguments_in_its_order():
     def caffe_layer(x, labels, centers):  # ½·sum/M, as CenterLossLayer::Forward_cpu
         return np.sum((x - centers[labels]) ** 2) / x.shape[0] / 2
