@@ -134,6 +134,29 @@ def test_backward_ignoring_grad_output_is_caught_in_words():
     assert float(report.counterexample.cotangent) != 1.0
 
 
+class PerSampleCenterLossFunction(torch.autograd.Function):
+    """½ ‖x_i − c_{y_i}‖² per sample (reduction="none"), backward as if the
+    upstream gradient were all ones."""
+
+    @staticmethod
+    def forward(ctx, x, labels, centers):
+        ctx.save_for_backward(x, labels, centers)
+        return 0.5 * ((x - centers[labels]) ** 2).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return CenterLossFunction.backward(ctx, grad_output)
+
+
+def test_per_sample_backward_ignoring_grad_output_is_caught():
+    report = crosscheck(PerSampleCenterLossFunction.apply, "center_loss", framework="torch",
+                        reference_kwargs={"reduction": "none"}, max_examples=10)
+    assert report.kinds == ("gradient",), str(report)
+    assert report.difference.startswith(
+        "gradient does not scale with the upstream gradient: the candidate's gradient of x "
+        "is the same for a random grad_output as for a grad_output of ones")
+
+
 def test_backward_scaling_grad_output_agrees():
     report = crosscheck(ScaledCenterLossFunction.apply, "center_loss", framework="torch",
                         max_examples=10)

@@ -244,14 +244,16 @@ def cotangent_words(setup: _Setup, outcome: Any) -> str:
     right_at_one = _rel_error(c_one, r_one, setup.tol.floor) <= tol
     if not right_at_one:
         return ""
-    scale = _num(float(cot)) if cot.ndim == 0 else "a random vector"
+    if cot.ndim == 0:
+        given, unit = f"grad_output = {_num(float(cot))}", "grad_output = 1"
+    else:
+        given, unit = "a random grad_output", "a grad_output of ones"
     if _rel_error(c_cot, c_one, setup.tol.floor) <= tol:
         return (f"gradient does not scale with the upstream gradient: the candidate's "
-                f"gradient of {role} is the same for grad_output = {scale} as for "
-                f"grad_output = 1 (its backward ignores grad_output); it is right for "
-                f"grad_output = 1")
+                f"gradient of {role} is the same for {given} as for {unit} (its backward "
+                f"ignores grad_output); it is right for {unit}")
     return (f"gradient does not scale with the upstream gradient: the candidate's gradient "
-            f"of {role} is right for grad_output = 1 but not for grad_output = {scale}")
+            f"of {role} is right for {unit} but not for {given}")
 
 
 def _num(v: float) -> str:
