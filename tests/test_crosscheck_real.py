@@ -449,6 +449,8 @@ def test_domain_options_are_checked(kwargs, message):
         ({"balanced": "yes"}, "domain: balanced: expected True or False"),
         ({"batch_size": (3, 2)}, "domain: batch_size: expected 1 <= min <= max"),
         ({"sizes": 3}, "domain: unknown option 'sizes'"),
+        ({"batch_size": (2, 5), "min_classes": 3, "min_per_class": 2},
+         "domain: batch_size: expected room for 6 samples"),
     ],
 )
 def test_crosscheck_domain_is_checked(domain, message):

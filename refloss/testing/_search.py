@@ -71,7 +71,12 @@ def _default_strategy(setup: _Setup) -> st.SearchStrategy:
             f"{setup.ref_name} takes {', '.join(setup.ref_roles)}"
         )
     if roles == {"x", "labels"}:
-        lo, hi = size(1, 8)
+        # room for the smallest batch the class options allow
+        least = (dom.min_classes or 1) * max(dom.min_per_class, 1 if dom.singletons else 2)
+        lo, hi = size(1, max(8, least))
+        if hi < least:
+            raise ValueError(f"domain: batch_size: expected room for {least} samples "
+                             f"(min_classes × min_per_class), got {dom.batch_size}")
         max_classes = dom.max_classes if dom.max_classes is not None else max(
             4, dom.min_classes or 1)
         s = rst.labeled_batches(
