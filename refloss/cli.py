@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     cc.add_argument("target", nargs="?", metavar="MODULE:FUNCTION",
-                    help="the candidate (a class is instantiated with no arguments)")
+                    help="the candidate (a class is instantiated with the --init-kw "
+                         "arguments, none by default)")
     cc.add_argument("--as", dest="reference", metavar="REFERENCE",
                     help="refloss function or compat preset, e.g. batch_hard_triplet_loss, "
                          "compat.caffe.center_loss")
