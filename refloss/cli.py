@@ -4,14 +4,17 @@
 
     refloss crosscheck                                  # every known implementation installed
     refloss crosscheck MODULE:FUNCTION --as REFERENCE [--framework F] [--kw k=v ...]
+                       [--candidate-kw k=v ...] [--init-kw k=v ...] [--output N]
+                       [--same CONVENTION] [--reseed] [domain flags]
                        [--examples N] [--dtype D] [--seed S] [--save FILE]
     refloss crosscheck --replay FILE [MODULE:FUNCTION]
 
 Exit status: 0 when the candidate agrees (for the table: when every installed
-implementation agrees with what it must match), 1 when it does not (the
+implementation agrees with what it must match), 1 when it does not — a
+value, gradient or crash difference, or a nondeterministic value (the
 report or the table says where), 2 on bad usage — a target that does not
-import, an unknown reference, a keyword that does not parse, a candidate
-that raises or returns the wrong shape — with a one-line message on stderr
+import, an unknown reference, a keyword that does not parse or that the
+reference rejects — with a one-line message on stderr that names the flag
 and no traceback (``REFLOSS_TRACEBACK=1`` shows it).
 
 This module imports neither a framework nor Hypothesis at import time.
@@ -59,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     cc.add_argument("target", nargs="?", metavar="MODULE:FUNCTION",
-                    help="the candidate (a class is instantiated with no arguments)")
+                    help="the candidate (a class is instantiated with the --init-kw "
+                         "arguments, none by default)")
     cc.add_argument("--as", dest="reference", metavar="REFERENCE",
                     help="refloss function or compat preset, e.g. batch_hard_triplet_loss, "
                          "compat.caffe.center_loss")
@@ -71,6 +75,33 @@ def _parser() -> argparse.ArgumentParser:
                          "are strings)")
     cc.add_argument("--candidate-kw", nargs="+", action="extend", default=[],
                     metavar="KEY=VALUE", help="keyword arguments passed to the candidate")
+    cc.add_argument("--init-kw", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="constructor arguments when MODULE:FUNCTION names a class")
+    cc.add_argument("--output", type=int, default=None, metavar="N",
+                    help="the candidate returns a tuple: compare output N (e.g. 0 for "
+                         "(loss, n_triplets))")
+    cc.add_argument("--same", default=None, metavar="CONVENTION",
+                    help="the candidate's pair flags: bool (default), int or float, plus "
+                         "1=different and column ([B, 1]), e.g. 'float,1=different'")
+    cc.add_argument("--reseed", action="store_true",
+                    help="reseed Python/NumPy/torch global generators before every call "
+                         "of the candidate (otherwise a value that changes between two "
+                         "calls is NONDETERMINISTIC)")
+    dom = cc.add_argument_group("input domain (what the candidate is meant for)")
+    dom.add_argument("--batch-size", metavar="N or LO:HI", default=None,
+                     help="rows per batch (samples, pairs or triplets)")
+    dom.add_argument("--balanced", action="store_true",
+                     help="P×K batches: every class has the same number of samples")
+    dom.add_argument("--min-per-class", type=int, default=None, metavar="K",
+                     help="at least K samples in every class")
+    dom.add_argument("--min-classes", type=int, default=None, metavar="P",
+                     help="at least P classes in a batch")
+    dom.add_argument("--max-classes", type=int, default=None, metavar="P",
+                     help="at most P classes in a batch")
+    dom.add_argument("--no-singletons", action="store_true",
+                     help="no class with a single sample")
+    dom.add_argument("--no-duplicates", action="store_true",
+                     help="no two equal rows")
     cc.add_argument("--examples", type=int, default=None, metavar="N",
                     help=f"inputs per check (default {TARGET_EXAMPLES} with a target, "
                          f"{TABLE_EXAMPLES} for the table)")
@@ -148,6 +179,69 @@ def _framework(testing: Any, name: str, candidate: Any) -> str:
     return testing.detect_framework(candidate) if name == "auto" else name
 
 
+def _domain(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``domain=`` of the domain flags (empty: every input)."""
+    out: dict[str, Any] = {}
+    if args.batch_size is not None:
+        lo, sep, hi = args.batch_size.partition(":")
+        try:
+            size = (int(lo), int(hi)) if sep else (int(lo), int(lo))
+        except ValueError:
+            raise UsageError(f"--batch-size {args.batch_size!r}: expected N or LO:HI "
+                             f"(integers)") from None
+        if size[0] < 1 or size[1] < size[0]:
+            raise UsageError(f"--batch-size {args.batch_size!r}: expected 1 <= LO <= HI")
+        out["batch_size"] = size
+    if args.balanced:
+        out["balanced"] = True
+    for flag, key in (("--min-per-class", "min_per_class"), ("--min-classes", "min_classes"),
+                      ("--max-classes", "max_classes")):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"{flag}: expected an integer >= 1, got {value}")
+            out[key] = value
+    if args.no_singletons:
+        out["singletons"] = False
+    if args.no_duplicates:
+        out["duplicates"] = False
+    return out
+
+
+#: Python argument names in messages -> the flags that set them
+_FLAGS = {
+    "reference_kwargs": "--kw", "candidate_kwargs": "--candidate-kw",
+    "init_kwargs": "--init-kw", "output": "--output", "same": "--same",
+    "max_examples": "--examples", "framework": "--framework", "dtype": "--dtype",
+    "reference": "--as", "replay": "--replay",
+}
+_DOMAIN_FLAGS = {
+    "batch_size": "--batch-size", "balanced": "--balanced", "min_per_class": "--min-per-class",
+    "min_classes": "--min-classes", "max_classes": "--max-classes",
+    "singletons": "--no-singletons", "duplicates": "--no-duplicates",
+}
+
+
+def cli_words(message: str) -> str:
+    """A message of the Python API in the words of the command line: the
+    argument it names becomes the flag that sets it."""
+    head, sep, rest = message.partition(": ")
+    if not sep:
+        return message
+    if head == "domain":
+        key, sep2, tail = rest.partition(": ")
+        if sep2 and key in _DOMAIN_FLAGS:
+            return f"{_DOMAIN_FLAGS[key]}: {tail}"
+        for key, flag in _DOMAIN_FLAGS.items():
+            rest = rest.replace(key, flag)
+        return f"domain flags: {rest}"
+    if head in _FLAGS:
+        rest = rest.replace("{'", "").replace("': ...}", "=...") if head in (
+            "reference_kwargs", "init_kwargs") else rest
+        return f"{_FLAGS[head]}: {rest}"
+    return message
+
+
 def _run_target(args: argparse.Namespace, out: TextIO) -> int:
     testing = _testing()
     if not args.reference:
@@ -155,15 +249,17 @@ def _run_target(args: argparse.Namespace, out: TextIO) -> int:
                          "(a refloss function or compat preset)")
     ref_kwargs = parse_kwargs(args.kw, "--kw")
     cand_kwargs = parse_kwargs(args.candidate_kw, "--candidate-kw")
+    init_kwargs = parse_kwargs(args.init_kw, "--init-kw")
     if sys.path[:1] != [os.getcwd()]:  # the console script does not see the cwd by itself
         sys.path.insert(0, os.getcwd())
-    candidate = testing.load_candidate(args.target)
+    candidate = testing.load_candidate(args.target, init_kwargs or None)
     report = testing.crosscheck(
         candidate, args.reference,
         framework=_framework(testing, args.framework, candidate),
         reference_kwargs=ref_kwargs, candidate_kwargs=cand_kwargs, grad=not args.no_grad,
         dtype=args.dtype or "float64", max_examples=args.examples or TARGET_EXAMPLES,
-        seed=args.seed, name=args.target,
+        seed=args.seed, name=args.target, domain=_domain(args) or None,
+        reseed=args.reseed, output=args.output, same=args.same,
     )
     if args.save and not report.agrees:
         report.save(args.save)
@@ -174,8 +270,10 @@ def _run_target(args: argparse.Namespace, out: TextIO) -> int:
 def _run_replay(args: argparse.Namespace, out: TextIO) -> int:
     testing = _testing()
     for flag, value in (("--as", args.reference), ("--kw", args.kw),
-                        ("--candidate-kw", args.candidate_kw)):
-        if value:
+                        ("--candidate-kw", args.candidate_kw), ("--init-kw", args.init_kw),
+                        ("--output", args.output), ("--same", args.same),
+                        ("domain flags", _domain(args))):
+        if value or (flag == "--output" and value is not None):
             raise UsageError(f"--replay takes its options from the file, not {flag}")
     if sys.path[:1] != [os.getcwd()]:  # the saved candidate is imported by name
         sys.path.insert(0, os.getcwd())
@@ -233,10 +331,12 @@ def _cell(result: Any) -> str:
         return result
     if result.agrees:
         return "agrees"
+    if result.verdict == "nondeterministic":
+        return "nondeterministic"
     cx = result.counterexample
     kind = cx.kind if cx is not None else "value"
     return {"value": "value differs", "gradient": "gradient differs",
-            "indices": "triplets differ"}.get(kind, "differs")
+            "indices": "triplets differ", "raises": "raises"}.get(kind, "differs")
 
 
 def _words(result: Any) -> str:
@@ -271,8 +371,10 @@ def _check_known(testing: Any, entry: Any, reference: Any, kwargs: dict, args, s
 
 def _run_table(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for flag, value in (("--as", args.reference), ("--kw", args.kw),
-                        ("--candidate-kw", args.candidate_kw)):
-        if value:
+                        ("--candidate-kw", args.candidate_kw), ("--init-kw", args.init_kw),
+                        ("--output", args.output), ("--same", args.same),
+                        ("domain flags", _domain(args)), ("--reseed", args.reseed)):
+        if value or (flag == "--output" and value is not None):
             raise UsageError(f"{flag} needs a TARGET (MODULE:FUNCTION)")
     if args.framework != "auto":
         raise UsageError("--framework needs a TARGET (MODULE:FUNCTION)")
@@ -387,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()
         text = message[0] if message else type(exc).__name__
         kind = "" if _is_expected(exc) else f"{type(exc).__name__}: "
-        err.write(f"{PROG} crosscheck: error: {kind}{text}\n")
+        err.write(f"{PROG} crosscheck: error: {kind}{cli_words(text)}\n")
         return 2
 
 

@@ -52,6 +52,24 @@ CANDIDATES = textwrap.dedent(
         return np.zeros(x.shape[0])
 
 
+    class CenterLoss:  # a loss class with constructor arguments
+
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, x, labels, centers):
+            return self.factor * np.sum((x - centers[labels]) ** 2)
+
+
+    def with_count(x, labels):  # (loss, number of terms), as many public losses return
+        return batch_all(x, labels), np.asarray(len(labels))
+
+
+    def contrastive_dissimilar(a, b, label):  # label: float, 1 = dissimilar pair
+        d = np.sqrt(np.sum((a - b) ** 2, axis=1))
+        return np.mean((1 - label) * d ** 2 + label * np.maximum(1.0 - d, 0.0) ** 2)
+
+
     NOT_CALLABLE = 3
     """
 )
@@ -142,9 +160,17 @@ BAD_INPUT = [
     (["cands:batch_all", "--as", "no_such_loss"], ["no refloss function named"]),
     (["cands:batch_all", "--as", "batch_all_triplet_loss", "--kw", "margin=[1,"],
      ["--kw 'margin=[1,'", "does not parse"]),
-    (["cands:raises", "--as", "batch_all_triplet_loss"], ["raised ZeroDivisionError: boom"]),
-    (["cands:per_sample", "--as", "batch_all_triplet_loss"], ["shape (4,)", "expected ()"]),
 ]
+
+
+def test_a_candidate_that_raises_is_a_finding_exit_1(workdir):
+    out = run(["crosscheck", "cands:raises", "--as", "batch_all_triplet_loss",
+               "--examples", "5"], workdir)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "verdict: DISAGREE (raises)" in out.stdout
+    assert "raised ZeroDivisionError: boom on 1 sample" in out.stdout
+    assert "cands.py:" in out.stdout and "in raises" in out.stdout  # its own frame
+    assert out.stderr == ""
 
 
 @pytest.mark.parametrize(("args", "fragments"), BAD_INPUT,
@@ -186,6 +212,72 @@ def test_misuse_exits_2_with_one_line(workdir, args, fragments, capsys, monkeypa
     monkeypatch.setattr(sys, "path", list(sys.path))
     status = cli.main(["crosscheck", *args])
     err = capsys.readouterr().err
+    one_line_error(subprocess.CompletedProcess(args, status, "", err), *fragments)
+
+
+def cli_run(workdir, args, capsys, monkeypatch):
+    from refloss import cli
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    status = cli.main(["crosscheck", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+GLUE = [
+    # a class with constructor arguments
+    (["cands:CenterLoss", "--as", "center_loss", "--init-kw", "factor=0.5"], 0),
+    (["cands:CenterLoss", "--as", "center_loss", "--init-kw", "factor=1.0"], 1),
+    # a tuple output
+    (["cands:with_count", "--as", "batch_all_triplet_loss", "--output", "0"], 0),
+    # pair labels with 1 = dissimilar, as floats
+    (["cands:contrastive_dissimilar", "--as", "contrastive_loss", "--same",
+      "float,1=different"], 0),
+    (["cands:contrastive_dissimilar", "--as", "contrastive_loss"], 1),
+]
+
+
+@pytest.mark.parametrize(("args", "status"), GLUE, ids=[" ".join(a)[6:60] for a, _ in GLUE])
+def test_no_glue_flags(workdir, args, status, capsys, monkeypatch):
+    got, out, err = cli_run(workdir, [*args, "--examples", "8"], capsys, monkeypatch)
+    assert got == status, out + err
+    assert err == ""
+
+
+def test_domain_flags_reach_the_search(workdir, capsys, monkeypatch):
+    got, out, err = cli_run(workdir, ["cands:batch_all_self_positive", "--as",
+                                      "batch_all_triplet_loss", "--balanced",
+                                      "--min-per-class", "2", "--min-classes", "2",
+                                      "--examples", "10", "--no-grad"], capsys, monkeypatch)
+    assert got == 1, out + err
+    assert "domain: min_classes=2, min_per_class=2, balanced=True" in out
+    assert "labels [0, 0, 1, 1]" in out or "labels [0, 1, 0, 1]" in out or \
+        "labels [0, 1, 1, 0]" in out or "labels [1, 0, 0, 1]" in out or \
+        "labels [1, 0, 1, 0]" in out or "labels [1, 1, 0, 0]" in out
+
+
+CLI_WORDS = [
+    (["cands:CenterLoss", "--as", "center_loss", "--init-kw", "factr=1"],
+     ["--init-kw: cannot instantiate cands:CenterLoss"]),
+    (["cands:batch_all", "--as", "compat.facenet.center_loss"],
+     ["--kw: refloss.compat.facenet.center_loss needs 'alfa'", "alfa=..."]),
+    (["cands:batch_all", "--as", "batch_all_triplet_loss", "--same", "int"],
+     ["--same: refloss.batch_all_triplet_loss takes no pair flags"]),
+    (["cands:batch_all", "--as", "contrastive_loss", "--same", "bits"],
+     ["--same: unknown word 'bits'"]),
+    (["cands:batch_all", "--as", "contrastive_loss", "--balanced"],
+     ["--balanced", "applies to labeled batches"]),
+    (["cands:batch_all", "--as", "batch_all_triplet_loss", "--batch-size", "3:2"],
+     ["--batch-size '3:2': expected 1 <= LO <= HI"]),
+    (["--init-kw", "a=1"], ["--init-kw needs a TARGET"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), CLI_WORDS,
+                         ids=[" ".join(a)[:50] for a, _ in CLI_WORDS])
+def test_errors_name_the_flag(workdir, args, fragments, capsys, monkeypatch):
+    status, _, err = cli_run(workdir, args, capsys, monkeypatch)
     one_line_error(subprocess.CompletedProcess(args, status, "", err), *fragments)
 
 

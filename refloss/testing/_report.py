@@ -4,7 +4,8 @@ A :class:`Report` prints as a readable block (``str(report)``) and as one
 line (:meth:`Report.summary`); its counterexample saves to an ``.npz`` file
 (:meth:`Report.save`) that :func:`refloss.testing.replay` and
 ``refloss crosscheck --replay FILE`` run again. The file holds only arrays
-and one JSON string (``allow_pickle=False`` loads it).
+and one JSON string (``allow_pickle=False`` loads it). The words of a
+difference come from :mod:`refloss.testing._diagnose`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from ._diagnose import _num, describe
+
 __all__ = ["Counterexample", "Report", "describe", "load_counterexample"]
 
+
 FORMAT_VERSION = 1
+_ALSO = {"raises": "a crash", "nondeterministic": "nondeterminism", "value": "a value difference",
+         "gradient": "a gradient difference"}
 
 
 @dataclass
@@ -31,9 +37,13 @@ class Counterexample:
     of output arrays; ``candidate_grads`` / ``reference_grads`` map each
     floating role to its gradient (for a NumPy candidate checked by finite
     differences, ``candidate_grads`` holds a central-difference gradient
-    computed for the report). ``kind`` is "value", "gradient", "indices" or
-    "error"; ``role`` names the differing gradient; ``cotangent`` is the
-    upstream gradient used (1 for a scalar loss).
+    computed for the report). ``kind`` is "value", "gradient", "indices",
+    "raises" (the candidate raised, or returned what cannot be compared:
+    ``message`` says what, ``frames`` hold its own traceback, innermost last)
+    or "nondeterministic" (``candidate_value`` and ``second_value`` are two
+    calls on the same input); ``role`` names the differing gradient;
+    ``cotangent`` is the upstream gradient used (a random scale for a scalar
+    loss, a random array otherwise).
     """
 
     kind: str
@@ -48,6 +58,8 @@ class Counterexample:
     value_error: float = 0.0
     grad_error: float | None = None
     rng_seed: int = 0
+    frames: list[str] = field(default_factory=list)
+    second_value: tuple = ()
 
     @property
     def size(self) -> int:
@@ -62,7 +74,11 @@ class Counterexample:
 class Report:
     """What :func:`refloss.testing.crosscheck` found.
 
-    ``verdict`` is "agree" or "disagree"; ``examples`` counts the inputs
+    ``verdict`` is "agree", "disagree" or "nondeterministic" (``verdict_name``
+    in capitals, as printed); ``findings`` lists every difference found —
+    a value, gradient or mined-triplet difference first, then a crash
+    (kind "raises"), then nondeterminism — and ``counterexample`` is the
+    first of them; ``kinds`` their kinds. ``examples`` counts the inputs
     compared during the search (shrinking not included), ``skipped`` those
     where a gradient sat on a kink or a float32 value was ill-conditioned
     (see docs/crosscheck.md); ``value_error`` / ``grad_error`` are the worst
@@ -87,10 +103,32 @@ class Report:
     grad_method: str = "autograd"
     meta: dict = field(default_factory=dict)
     saved_to: str | None = None
+    findings: list[Counterexample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.counterexample is not None and not self.findings:
+            self.findings = [self.counterexample]
 
     @property
     def agrees(self) -> bool:
         return self.verdict == "agree"
+
+    @property
+    def verdict_name(self) -> str:
+        """AGREE, DISAGREE or NONDETERMINISTIC."""
+        return self.verdict.upper()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of the findings, e.g. ``("value", "raises")``."""
+        return tuple(cx.kind for cx in self.findings)
+
+    def _head(self) -> str:
+        kinds = [k for k in self.kinds if k != "nondeterministic"]
+        if self.verdict == "disagree" and kinds:
+            return f"{self.verdict_name} ({', '.join(dict.fromkeys(kinds))})"
+        return self.verdict_name
 
     def __bool__(self) -> bool:
         return self.agrees
@@ -104,11 +142,14 @@ class Report:
 
     def summary(self) -> str:
         """One line: verdict, who against whom, and the first difference."""
-        head = "AGREE" if self.agrees else "DISAGREE"
+        head = self.verdict_name
         line = f"{head} {self.candidate} vs {_call(self.reference, self.reference_kwargs)}"
         line += f" [{self.framework}, {self.dtype}, {_count(self.examples, 'example')}]"
         if not self.agrees:
             line += f": {self.difference}"
+            more = [cx.kind for cx in self.findings[1:]]
+            if more:
+                line += f" (also: {', '.join(more)})"
         return line
 
     def __str__(self) -> str:
@@ -119,22 +160,38 @@ class Report:
         if self.candidate_kwargs:
             lines.append(f"candidate kwargs: {_kwargs(self.candidate_kwargs)}")
         seed = "random" if self.seed is None else str(self.seed)
+        extra = ""
+        if self.meta.get("crashes"):
+            extra += f", {self.meta['crashes']} raised"
+        if self.meta.get("nondeterministic_examples"):
+            extra += f", {self.meta['nondeterministic_examples']} nondeterministic"
         lines.append(
             f"framework {self.framework}, {self.dtype}, gradient by {self.grad_method}, "
             f"{_count(self.examples, 'example')} ({self.skipped} skipped at a kink or "
-            f"rounding), seed {seed}"
+            f"rounding{extra}), seed {seed}"
         )
-        lines.append(f"verdict: {'AGREE' if self.agrees else 'DISAGREE'}")
+        if self.meta.get("domain"):
+            lines.append(f"domain: {_kwargs(self.meta['domain'])}")
+        lines.append(f"verdict: {self._head()}")
         grad = "not compared" if self.grad_error is None else _num(self.grad_error)
         tol = ", ".join(f"{k} {_num(v)}" for k, v in self.tolerance.items())
         lines.append(
             f"worst relative error: value {_num(self.value_error)}, gradient {grad} "
             f"(tolerance: {tol})"
         )
-        cx = self.counterexample
-        if cx is not None:
-            lines.append(f"first difference: {describe(cx)}")
-            lines.append(f"counterexample (shrunk, {cx.size} samples):")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        for i, cx in enumerate(self.findings):
+            if i == 0:
+                lines.append(f"first difference: {describe(cx)}")
+            else:
+                lines.append(f"also {_ALSO.get(cx.kind, 'found')}: {describe(cx)}")
+            if cx.frames:
+                lines.append("  candidate traceback (innermost last):")
+                lines.extend(f"    {f}" for f in cx.frames)
+            shrunk = "" if cx.kind == "nondeterministic" else "shrunk, "
+            lines.append(f"{'counterexample' if i == 0 else 'its input'} ({shrunk}"
+                         f"{_count(cx.size, 'sample')}):")
             lines.extend(_counterexample_lines(cx))
         if self.saved_to:
             lines.append(
@@ -168,6 +225,20 @@ class Report:
             arrays[f"reference.grad.{role}"] = np.asarray(a)
         if cx.cotangent is not None:
             arrays["cotangent"] = np.asarray(cx.cotangent)
+        others = []
+        for j, other in enumerate(self.findings[1:]):
+            for role, a in other.inputs.items():
+                arrays[f"finding.{j}.input.{role}"] = np.asarray(a)
+            for i, a in enumerate(other.candidate_value):
+                arrays[f"finding.{j}.candidate.value.{i}"] = np.asarray(a)
+            for i, a in enumerate(other.second_value):
+                arrays[f"finding.{j}.second.value.{i}"] = np.asarray(a)
+            for i, a in enumerate(other.reference_value):
+                arrays[f"finding.{j}.reference.value.{i}"] = np.asarray(a)
+            others.append({"kind": other.kind, "message": other.message,
+                           "frames": other.frames, "rng_seed": other.rng_seed})
+        for i, a in enumerate(cx.second_value):
+            arrays[f"second.value.{i}"] = np.asarray(a)
         meta = dict(self.meta)
         meta.update(
             version=FORMAT_VERSION,
@@ -185,6 +256,12 @@ class Report:
             grad_error=cx.grad_error,
             grad_method=self.grad_method,
             seed=self.seed,
+            verdict=self.verdict,
+            verdict_name=self.verdict_name,
+            kinds=list(self.kinds),
+            frames=cx.frames,
+            findings=others,
+            notes=self.notes,
         )
         arrays["meta"] = np.asarray(json.dumps(meta))
         with open(path, "wb") as fh:
@@ -224,6 +301,7 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
     def ordered(d):
         return tuple(d[k] for k in sorted(d, key=int))
 
+    files = {k: v for k, v in files.items() if not k.startswith("finding.")}
     cx = Counterexample(
         kind=meta.get("kind", "value"),
         inputs=grouped("input."),
@@ -237,239 +315,14 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
         value_error=float(meta.get("value_error") or 0.0),
         grad_error=meta.get("grad_error"),
         rng_seed=int(meta.get("rng_seed", 0)),
+        frames=list(meta.get("frames") or []),
+        second_value=ordered(grouped("second.value.")),
     )
     return cx, meta
 
 
-# --------------------------------------------------------------------------
-# words
-
-
-def describe(cx: Counterexample) -> str:
-    """The difference of a counterexample in one line of words."""
-    where = _where(cx)
-    if cx.kind == "error":
-        return f"{cx.message} on {where}"
-    if cx.kind == "indices":
-        return f"{_indices_words(cx)} on {where}"
-    if cx.kind == "gradient":
-        return f"{_grad_words(cx)} on {where}"
-    return f"{_value_words(cx)} on {where}"
-
-
-def _value_words(cx: Counterexample) -> str:
-    if not cx.candidate_value or not cx.reference_value:
-        return "value differs"
-    n = min(len(cx.candidate_value), len(cx.reference_value))
-    for i in range(n):
-        c = np.asarray(cx.candidate_value[i], dtype=np.float64)
-        r = np.asarray(cx.reference_value[i], dtype=np.float64)
-        if c.shape == r.shape and _same(c, r):
-            continue
-        label = "value" if i == 0 else f"output {i}"
-        if np.any(np.isnan(c) & ~np.isnan(r)):
-            return f"candidate {label} is NaN (reference {_arr(r)})"
-        if np.any(np.isnan(r) & ~np.isnan(c)):
-            return f"reference {label} is NaN, candidate {_arr(c)}"
-        if c.size == 1:
-            fmt = _num if abs(float(c) - float(r)) > 1e-4 * abs(float(r)) else _precise
-            return f"{label} {fmt(float(c))} vs reference {fmt(float(r))}{_relation(c, r)}"
-        k = int(np.argmax(np.abs(np.nan_to_num(c - r))))
-        idx = np.unravel_index(k, c.shape)
-        return (
-            f"{label}[{', '.join(map(str, idx))}] {_num(float(c[idx]))} vs reference "
-            f"{_num(float(r[idx]))}{_relation(c, r)}"
-        )
-    return "value differs"
-
-
-def _grad_words(cx: Counterexample) -> str:
-    role = cx.role or "?"
-    c = cx.candidate_grads.get(role)
-    r = cx.reference_grads.get(role)
-    if c is None or r is None:
-        return cx.message or f"gradient of {role} differs"
-    c = np.asarray(c, dtype=np.float64)
-    r = np.asarray(r, dtype=np.float64)
-    if np.any(~np.isfinite(c) & np.isfinite(r)):
-        bad = "NaN" if np.any(np.isnan(c)) else "inf"
-        return f"candidate gradient of {role} is {bad} (reference finite: {_arr(r)})"
-    if cx.message:
-        return cx.message
-    words = f"gradient of {role} differs"
-    if c.shape == r.shape:
-        live = np.abs(r) > 1e-12
-        if np.any(live) and np.allclose(c, -r, rtol=1e-4, atol=1e-9):
-            return f"gradient of {role} has the opposite sign"
-        flipped = live & np.isclose(c, -r, rtol=1e-4, atol=1e-12)
-        if np.any(flipped) and np.all(np.isclose(c[~flipped], r[~flipped], rtol=1e-4,
-                                                 atol=1e-9)):
-            return f"gradient of {role} has the opposite sign in {int(flipped.sum())} of " \
-                   f"{c.size} entries"
-        words += f" (max |difference| {_num(float(np.max(np.abs(c - r))))})" \
-                 f"{_relation(c, r)}"
-    return words
-
-
-def _indices_words(cx: Counterexample) -> str:
-    def rows(v):
-        if not v:
-            return set()
-        return set(zip(*(np.asarray(a).tolist() for a in v), strict=False))
-
-    c = rows(cx.candidate_value)
-    r = rows(cx.reference_value)
-    only_c = sorted(c - r)
-    only_r = sorted(r - c)
-    parts = []
-    if only_c:
-        parts.append(f"candidate mines {len(only_c)} the reference does not, e.g. {only_c[0]}")
-    if only_r:
-        parts.append(f"reference mines {len(only_r)} the candidate does not, e.g. {only_r[0]}")
-    if not parts:
-        return "mined indices differ (same set, different multiplicity)"
-    return "; ".join(parts)
-
-
-def _relation(c: np.ndarray, r: np.ndarray) -> str:
-    c = np.asarray(c, dtype=np.float64).ravel()
-    r = np.asarray(r, dtype=np.float64).ravel()
-    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
-        return ""
-    if np.all(r == 0) or np.all(c == 0):
-        return ""  # the numbers themselves say it
-    live = r != 0
-    if np.any(c[~live] != 0):
-        return ""
-    gap = np.max(np.abs(c - r))
-    if gap < 1e-4 * max(np.max(np.abs(r)), 1e-300):
-        return f" (off by {_num(float(gap))})"
-    ratio = c[live] / r[live]
-    if np.allclose(ratio, ratio[0], rtol=1e-6, atol=0):
-        k = float(ratio[0])
-        if abs(k - 1.0) > 1e-6:
-            return f" (candidate = {_ratio(k)} × reference)"
-    return ""
-
-
-def _ratio(k: float) -> str:
-    for den in (1, 2, 3, 4, 6, 8):
-        num = k * den
-        whole = round(num)
-        if abs(num - whole) < 1e-6 * max(1.0, abs(num)):
-            return str(whole) if den == 1 else f"{whole}/{den}"
-    return _num(k)
-
-
-def _where(cx: Counterexample) -> str:
-    inp = cx.inputs
-    if "x" in inp and "labels" in inp:
-        x, labels = np.asarray(inp["x"]), np.asarray(inp["labels"])
-        b = x.shape[0]
-        notes = _batch_notes(x, labels)
-        if "centers" in inp:
-            c = np.asarray(inp["centers"])
-            if b and np.any(np.all(x == c[labels], axis=1)):
-                notes.append("an embedding equal to its center")
-        head = f"{b} sample{'s' if b != 1 else ''}, labels {labels.tolist()}"
-        return head + (f" ({'; '.join(notes)})" if notes else "")
-    if "anchor" in inp:
-        a, p, n = (np.asarray(inp[k], dtype=np.float64) for k in ("anchor", "positive", "negative"))
-        notes = []
-        dap = np.sqrt(np.sum((a - p) ** 2, axis=1))
-        dan = np.sqrt(np.sum((a - n) ** 2, axis=1))
-        if np.any(dap == 0):
-            notes.append("positive = anchor")
-        if np.any(dan == 0):
-            notes.append("negative = anchor")
-        if np.any((dap == dan) & (dap > 0)):
-            notes.append("d_ap = d_an exactly")
-        k = a.shape[0]
-        head = f"{k} triplet{'s' if k != 1 else ''}"
-        return head + (f" ({'; '.join(notes)})" if notes else "")
-    if "a" in inp:
-        a, b = np.asarray(inp["a"]), np.asarray(inp["b"])
-        k = a.shape[0]
-        head = f"{k} pair{'s' if k != 1 else ''}"
-        notes = []
-        if "same" in inp:
-            head += f", same={np.asarray(inp['same']).tolist()}"
-        if k and np.any(np.all(a == b, axis=1)):
-            notes.append("a = b (distance 0)")
-        return head + (f" ({'; '.join(notes)})" if notes else "")
-    if "x" in inp:
-        x = np.asarray(inp["x"])
-        notes = ["duplicate rows (distance 0)"] if _has_duplicates(x) else []
-        head = f"{x.shape[0]} rows"
-        return head + (f" ({'; '.join(notes)})" if notes else "")
-    return "the counterexample"
-
-
-def _has_duplicates(x: np.ndarray) -> bool:
-    return x.shape[0] > 1 and np.unique(x, axis=0).shape[0] < x.shape[0]
-
-
-def _batch_notes(x: np.ndarray, labels: np.ndarray) -> list[str]:
-    notes = []
-    if labels.size == 0:
-        return ["empty batch"]
-    classes, counts = np.unique(labels, return_counts=True)
-    if classes.size == 1 and labels.size > 1:
-        notes.append("a single class: no negative")
-    if np.all(counts == 1):
-        notes.append("every class has one sample: no positive pair")
-    elif np.any(counts == 1):
-        notes.append("a class with one sample")
-    if _has_duplicates(x):
-        notes.append("duplicate embeddings (distance 0)")
-    if x.shape[1] and np.any(np.all(x == 0, axis=1)):
-        notes.append("a zero embedding")
-    u = np.unique(x, axis=0)
-    if u.shape[0] > 2:
-        diff = u[:, None, :] - u[None, :, :]
-        d = np.sqrt(np.sum(diff.astype(np.float64) ** 2, axis=-1))
-        upper = d[np.triu_indices(u.shape[0], 1)]
-        if np.unique(upper).size < upper.size:
-            notes.append("exactly equal distances (ties)")
-    return notes
-
-
-# --------------------------------------------------------------------------
-# formatting
-
-
-def _same(c: np.ndarray, r: np.ndarray) -> bool:
-    return bool(np.array_equal(c, r, equal_nan=True))
-
-
-def _num(v: float) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if np.isnan(v):
-        return "nan"
-    if np.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if 1e-3 <= abs(v) < 1e5:
-        return f"{v:.6g}"
-    return f"{v:.3e}"
-
-
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _precise(v: float) -> str:
-    return f"{float(v):.12g}"
-
-
-def _arr(a: np.ndarray) -> str:
-    a = np.asarray(a)
-    if a.size == 1:
-        return _num(float(a.ravel()[0]))
-    return np.array2string(a, precision=6, separator=", ", threshold=20).replace("\n", "")
 
 
 def _kwargs(kw: dict) -> str:
@@ -498,11 +351,16 @@ def _counterexample_lines(cx: Counterexample) -> list[str]:
         for i, a in enumerate(cx.candidate_value):
             lines.extend(_block(f"candidate[{i}]" if len(cx.candidate_value) > 1
                                 else "candidate", a))
+        for i, a in enumerate(cx.second_value):
+            lines.extend(_block(f"candidate again[{i}]" if len(cx.second_value) > 1
+                                else "candidate again", a))
         for i, a in enumerate(cx.reference_value):
             lines.extend(_block(f"reference[{i}]" if len(cx.reference_value) > 1
                                 else "reference", a))
     if cx.cotangent is not None and np.asarray(cx.cotangent).ndim > 0:
         lines.extend(_block("cotangent", cx.cotangent))
+    elif cx.cotangent is not None and cx.candidate_grads:
+        lines.append(f"  grad_output = {_num(float(cx.cotangent))} (a random scale)")
     roles = [r for r in cx.reference_grads if r in cx.candidate_grads]
     for role in roles:
         lines.append(f"  gradient of {role}:")

@@ -335,6 +335,8 @@ def labeled_batches(
     margin: float | None = None,
     min_gap: float = 1e-2,
     scale: float = 10.0,
+    balanced: bool = False,
+    min_per_class: int = 1,
 ) -> st.SearchStrategy[LabeledBatch]:
     """A labeled batch ``(x [B, D], labels [B] int64)``.
 
@@ -359,6 +361,16 @@ def labeled_batches(
             :math:`|d_i - m|` away from 0, so no hinge sits at its kink.
         min_gap: the gap of ``ties=False``.
         scale: coordinates lie in ``[-scale, scale]``.
+        balanced: every class present has the same number of samples K (a
+            P×K batch, P in ``[min_classes, max_classes]``, K in
+            ``samples_per_class`` or free, B = P·K in ``[min_size,
+            max_size]``).
+        min_per_class: every class present has at least this many samples
+            (2 is ``singletons=False`` by construction).
+
+    Balanced and ``min_per_class`` batches are drawn class by class (counts
+    first, then rows, then a permutation), so every example lies in the
+    domain and shrinking stays inside it.
 
     Example::
 
@@ -378,6 +390,18 @@ def labeled_batches(
     gap = _check_positive("min_gap", min_gap)
     scale = _check_positive("scale", scale)
     spc = _check_samples_per_class(samples_per_class)
+    _check_flag("balanced", balanced)
+    _check_range("min_per_class", min_per_class, "min_per_class", min_per_class, 1)
+    by_class = balanced or min_per_class > 1
+    if by_class:
+        k_lo = max(min_per_class, spc[0] if spc else 1, 1 if singletons else 2)
+        k_hi = spc[1] if spc else max_size
+        lo_p = max(min_classes, 1 if single_class else 2)
+        if k_lo > k_hi or lo_p * k_lo > max_size:
+            raise ValueError(
+                f"max_size: expected room for {lo_p} class(es) of {k_lo} sample(s) "
+                f"(min_classes, min_per_class, samples_per_class), got {max_size}"
+            )
     if not single_class and max_classes < 2:
         raise ValueError(
             f"max_classes: expected >= 2 when single_class=False, got {max_classes}"
@@ -391,7 +415,20 @@ def labeled_batches(
     @st.composite
     def draw_batch(draw) -> LabeledBatch:
         lattice = draw(_style(ties))
-        if spc is None:
+        if by_class:
+            p = draw(st.integers(lo_p, max(lo_p, min(max_classes, max_size // k_lo))))
+            top = max(k_lo, min(k_hi, max_size // p))
+            if balanced:
+                counts = [draw(st.integers(k_lo, top))] * p
+            else:
+                counts = [draw(st.integers(k_lo, top)) for _ in range(p)]
+            labels = np.repeat(np.arange(p, dtype=np.int64), counts)
+            b = labels.shape[0]
+            assume(min_size <= b <= max_size)
+            x = draw(_rows(b, b, max_dim, lattice, scale, duplicates))
+            order = np.asarray(draw(st.permutations(range(b))), dtype=np.int64)
+            labels = labels[order]
+        elif spc is None:
             x, labels = draw(_rows(min_size, max_size, max_dim, lattice, scale, duplicates,
                                    labels=st.integers(0, max_classes - 1)))
             b = x.shape[0]
@@ -405,7 +442,7 @@ def labeled_batches(
             order = np.asarray(draw(st.permutations(range(b))), dtype=np.int64)
             labels = labels[order] if b else labels
         x = _draw_dim(draw, min_dim, max_dim, x)
-        if not singletons:
+        if not singletons and not by_class:
             assume(b != 1)
             labels = _merge_singletons(labels)
         classes, counts = np.unique(labels, return_counts=True)
