@@ -71,7 +71,10 @@ class Report:
     where a gradient sat on a kink or a float32 value was ill-conditioned
     (see docs/crosscheck.md); ``value_error`` / ``grad_error`` are the worst
     relative errors seen (``grad_error`` None when gradients were not
-    compared); ``tolerance`` the bounds they were held to.
+    compared); ``tolerance`` the bounds they were held to; ``at_ties``
+    counts the examples where the gradients differ at an exact tie of the
+    reference and the candidate's lies in the reference's subdifferential
+    (agreements), ``tie_note`` says how on the first of them.
     """
 
     candidate: str
@@ -91,6 +94,8 @@ class Report:
     grad_method: str = "autograd"
     meta: dict = field(default_factory=dict)
     saved_to: str | None = None
+    at_ties: int = 0
+    tie_note: str = ""
 
     @property
     def agrees(self) -> bool:
@@ -129,6 +134,11 @@ class Report:
             f"rounding), seed {seed}"
         )
         lines.append(f"verdict: {'AGREE' if self.agrees else 'DISAGREE'}")
+        if self.at_ties:
+            lines.append(
+                f"ties: {_count(self.at_ties, 'example')} at a tie of the reference, where "
+                f"the candidate's gradient lies in its subdifferential; first: {self.tie_note}"
+            )
         grad = "not compared" if self.grad_error is None else _num(self.grad_error)
         tol = ", ".join(f"{k} {_num(v)}" for k, v in self.tolerance.items())
         lines.append(

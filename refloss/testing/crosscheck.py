@@ -158,6 +158,7 @@ def _report(setup: _Setup, stats: _Stats, failing: _Outcome | None, seed) -> Rep
         counterexample=None if failing is None else _counterexample(setup, failing),
         reference_kwargs=setup.ref_kwargs, candidate_kwargs=setup.cand_kwargs, seed=seed,
         grad_method=setup.grad_method if setup.grad else "none", meta=meta,
+        at_ties=stats.at_tie, tie_note=stats.tie_note,
     )
 
 
