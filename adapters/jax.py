@@ -69,6 +69,7 @@ __all__ = [
     "center_loss",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
+    "hardest_negative_triplet_loss",
     "paired_distances",
     "pairwise_distances",
     "semihard_triplet_loss",
@@ -333,3 +334,4 @@ triplet_margin_loss = wrap(_rl.triplet_margin_loss)
 batch_all_triplet_loss = wrap(_rl.batch_all_triplet_loss)
 batch_hard_triplet_loss = wrap(_rl.batch_hard_triplet_loss)
 semihard_triplet_loss = wrap(_rl.semihard_triplet_loss)
+hardest_negative_triplet_loss = wrap(_rl.hardest_negative_triplet_loss)

@@ -48,6 +48,7 @@ __all__ = [
     "ContrastiveLoss",
     "ContrastiveLossAllPairsFunction",
     "ContrastiveLossFunction",
+    "HardestNegativeTripletLossFunction",
     "PairedDistancesFunction",
     "PairwiseDistancesFunction",
     "SemihardTripletLossFunction",
@@ -59,6 +60,7 @@ __all__ = [
     "center_loss",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
+    "hardest_negative_triplet_loss",
     "paired_distances",
     "pairwise_distances",
     "semihard_triplet_loss",
@@ -255,6 +257,15 @@ class BatchHardTripletLossFunction(_RefflossFunction):
         return _forward(ctx, rl.batch_hard_triplet_loss, options, (x, labels))
 
 
+class HardestNegativeTripletLossFunction(_RefflossFunction):
+    """:func:`refloss.hardest_negative_triplet_loss`; ``apply(options, x, labels)``."""
+
+    @staticmethod
+    def forward(ctx: Any, options: dict, x: Tensor, labels: Tensor) -> Tensor:
+        _require_tensors(("x", "labels"), (x, labels))
+        return _forward(ctx, rl.hardest_negative_triplet_loss, options, (x, labels))
+
+
 class SemihardTripletLossFunction(_RefflossFunction):
     """:func:`refloss.semihard_triplet_loss`; ``apply(options, x, labels)``."""
 
@@ -327,22 +338,25 @@ def contrastive_loss(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Tensor:
     r"""Contrastive loss of explicit pairs, differentiable.
 
-    :math:`l_i = s_i [d_i - m_+]_+^p + (1 - s_i)[m - d_i]_+^p` with
-    :math:`d_i = d(a_i, b_i)` and ``same`` boolean. Gradient (analytic):
-    :math:`\partial l/\partial d = s\,p\,[d - m_+]_+^{p-1} - (1 - s)\,p\,[m - d]_+^{p-1}`
+    :math:`l_i = c\,(s_i [d_i - m_+]_+^p + (1 - s_i)[m - d_i]_+^p)` with
+    :math:`d_i = d(a_i, b_i)`, ``same`` boolean and :math:`c` = ``scale``.
+    Gradient (analytic):
+    :math:`\partial l/\partial d = c\,(s\,p\,[d - m_+]_+^{p-1} - (1 - s)\,p\,[m - d]_+^{p-1})`
     (a hinge exactly at 0 has subgradient 0), chained through the distance
-    and, with ``normalize=True``, the normalisation. No factor ½ (as
-    TensorFlow Addons). ``same`` gets no gradient.
+    and, with ``normalize=True``, the normalisation. No factor ½ by default
+    (as TensorFlow Addons); ``scale=0.5`` is Hadsell's ½ form. ``same`` gets
+    no gradient.
 
     Reference: Hadsell, Chopra, LeCun, CVPR 2006; :func:`refloss.contrastive_loss`
     (``refloss/contrastive.py``).
     """
     options = {
         "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction,
+        "normalize": normalize, "reduction": reduction, "scale": scale,
     }
     return ContrastiveLossFunction.apply(options, a, b, same)
 
@@ -357,12 +371,13 @@ def contrastive_loss_all_pairs(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Tensor:
     r"""Contrastive loss over every pair i < j of a labeled batch, differentiable.
 
     :func:`contrastive_loss` on the B(B−1)/2 pairs with
     :math:`s_{ij} = (y_i = y_j)`; ``"none"`` returns the terms in row-major
-    order (0,1), (0,2), …, (1,2), … Gradient: the analytic
+    order (0,1), (0,2), …, (1,2), …; every term times ``scale``. Gradient: the analytic
     :math:`\partial l/\partial d_{ij}` of :func:`contrastive_loss` through the
     scatter-free matrix VJP of the distances. ``labels`` gets no gradient.
 
@@ -371,7 +386,7 @@ def contrastive_loss_all_pairs(
     """
     options = {
         "margin": margin, "pos_margin": pos_margin, "power": power, "metric": metric,
-        "normalize": normalize, "reduction": reduction,
+        "normalize": normalize, "reduction": reduction, "scale": scale,
     }
     return ContrastiveLossAllPairsFunction.apply(options, x, labels)
 
@@ -417,6 +432,7 @@ def batch_all_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean_nonzero",
+    pairs: str = "ordered",
 ) -> Tensor:
     r"""Batch-all triplet loss over every valid (a, p, n) of a labeled batch, differentiable.
 
@@ -425,14 +441,15 @@ def batch_all_triplet_loss(
     ``"none"`` gives the ``[B, B]`` per-pair sums. Gradient (analytic, O(B²
     log B) for the hinge): :math:`\partial L/\partial d_{ap} = w\,k_{ap}`,
     :math:`\partial L/\partial d_{an} = -w\,\#\{p : d_{ap} + m > d_{an}\}`, then
-    the distance VJP; the non-zero count is a constant.
+    the distance VJP; the non-zero count is a constant. ``pairs="unordered"``
+    keeps each positive pair {a, p} once, a < p.
 
     Reference: Hermans, Beyer, Leibe 2017 (:math:`L_{BA\ne0}`);
     :func:`refloss.batch_all_triplet_loss` (``refloss/triplet.py``).
     """
     options = {
         "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction,
+        "reduction": reduction, "pairs": pairs,
     }
     return BatchAllTripletLossFunction.apply(options, x, labels)
 
@@ -446,6 +463,7 @@ def batch_hard_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean",
+    anchor_as_positive: bool = False,
 ) -> Tensor:
     r"""Batch-hard triplet loss, one term per anchor with a positive and a negative, differentiable.
 
@@ -453,14 +471,15 @@ def batch_hard_triplet_loss(
     ``"mean"`` over valid anchors, ``"none"`` the ``[B]`` terms (0 for
     invalid anchors). Gradient (analytic): :math:`G_{a p_a} = w_a`,
     :math:`G_{a n_a} = -w_a` on the selected pairs only (ties to the lowest
-    index), then the distance VJP.
+    index), then the distance VJP. ``anchor_as_positive=True`` counts the
+    anchor as its own positive at distance 0 (the re-ID mask with the diagonal).
 
     Reference: Hermans, Beyer, Leibe 2017; :func:`refloss.batch_hard_triplet_loss`
     (``refloss/triplet.py``).
     """
     options = {
         "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-        "reduction": reduction,
+        "reduction": reduction, "anchor_as_positive": anchor_as_positive,
     }
     return BatchHardTripletLossFunction.apply(options, x, labels)
 
@@ -488,6 +507,34 @@ def semihard_triplet_loss(
     """
     options = {"margin": margin, "metric": metric, "normalize": normalize, "reduction": reduction}
     return SemihardTripletLossFunction.apply(options, x, labels)
+
+
+def hardest_negative_triplet_loss(
+    x: Tensor,
+    labels: Tensor,
+    *,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+    soft: bool = False,
+    normalize: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""All positives, hardest negative: one term per positive pair, differentiable.
+
+    :math:`l_{ap} = [d_{ap} - \min_n d_{an} + m]_+` (soft: softplus) for every
+    ordered positive pair whose anchor has a negative; ``"none"`` gives the
+    ``[B, B]`` matrix. Gradient (analytic): :math:`G_{ap} = w_{ap}`,
+    :math:`G_{an^*_a} = -\sum_p w_{ap}` (ties to the lowest index), then the
+    distance VJP.
+
+    Reference: :func:`refloss.hardest_negative_triplet_loss`
+    (``refloss/hardest_negative.py``).
+    """
+    options = {
+        "margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
+        "reduction": reduction,
+    }
+    return HardestNegativeTripletLossFunction.apply(options, x, labels)
 
 
 # --------------------------------------------------------------------------
@@ -643,9 +690,9 @@ class ContrastiveLoss(nn.Module):
     explicit pairs call :func:`contrastive_loss` ``(a, b, same)``.
 
     Args:
-        margin, pos_margin, power, metric, normalize, reduction: as
+        margin, pos_margin, power, metric, normalize, reduction, scale: as
             :func:`refloss.contrastive_loss_all_pairs` (defaults 1.0, 0.0, 2,
-            ``"euclidean"``, False, ``"mean"``).
+            ``"euclidean"``, False, ``"mean"``, 1.0).
 
     Reference: Hadsell, Chopra, LeCun, CVPR 2006.
     """
@@ -659,6 +706,7 @@ class ContrastiveLoss(nn.Module):
         metric: str = "euclidean",
         normalize: bool = False,
         reduction: str = "mean",
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.margin = margin
@@ -667,12 +715,14 @@ class ContrastiveLoss(nn.Module):
         self.metric = metric
         self.normalize = normalize
         self.reduction = reduction
+        self.scale = scale
         _probe_options(rl.contrastive_loss_all_pairs, 2, **self._options())
 
     def _options(self) -> dict[str, Any]:
         return {
             "margin": self.margin, "pos_margin": self.pos_margin, "power": self.power,
             "metric": self.metric, "normalize": self.normalize, "reduction": self.reduction,
+            "scale": self.scale,
         }
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from .center import (
 )
 from .contrastive import contrastive_loss, contrastive_loss_all_pairs
 from .distances import paired_distances, pairwise_distances
+from .hardest_negative import hardest_negative_triplet_loss, mine_hardest_negative
 from .mining import mine_batch_hard, mine_semihard
 from .normalization import l2_normalize
 from .triplet import (
@@ -34,8 +35,10 @@ __all__ = [
     "center_stats",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
+    "hardest_negative_triplet_loss",
     "l2_normalize",
     "mine_batch_hard",
+    "mine_hardest_negative",
     "mine_semihard",
     "paired_distances",
     "pairwise_distances",

@@ -23,6 +23,7 @@ __all__ = [
     "check_labels",
     "check_margin",
     "check_num_classes",
+    "check_positive",
     "check_rank",
     "check_same_rows",
     "compute_dtype",
@@ -131,6 +132,15 @@ def check_margin(name: str, value: Any) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return value
 
 

@@ -25,9 +25,12 @@ is this times :math:`\partial d/\partial(\cdot)` (see :mod:`refloss.distances`,
 where the euclidean gradient at d = 0 is 0), chained through the L2
 normalisation when ``normalize=True``.
 
+Every term (and so its gradient) is multiplied by ``scale`` (default 1).
+
 Conventions: the default (p = 2, :math:`m_+ = 0`, euclidean) is Hadsell's
 :math:`D^2 + [m - D]_+^2` **without** the factor ½ (TensorFlow Addons'
-``contrastive_loss`` has no ½ either); p = 1 is the linear hinge of
+``contrastive_loss`` has no ½ either); ``scale=0.5`` is Hadsell's Eq. 4
+:math:`\tfrac12 D^2 + \tfrac12[m - D]_+^2` as written; p = 1 is the linear hinge of
 pytorch-metric-learning's ``ContrastiveLoss``. ``same`` must be boolean: the
 numeric label conventions in the wild are opposite (Hadsell: 0 = similar;
 TFA, tf.contrib and Caffe: 1 = similar).
@@ -66,7 +69,7 @@ POWERS = (1, 2)
 # validation
 
 
-def _check_options(margin, pos_margin, power, metric, normalize, reduction):
+def _check_options(margin, pos_margin, power, metric, normalize, reduction, scale):
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize: expected True or False, got {type(normalize).__name__}")
     margin = _checks.check_margin("margin", margin)
@@ -77,7 +80,8 @@ def _check_options(margin, pos_margin, power, metric, normalize, reduction):
         raise ValueError(f"power: expected 1 (linear hinge) or 2 (squared), got {power!r}")
     _checks.check_choice("metric", metric, METRICS)
     _checks.check_choice("reduction", reduction, REDUCTIONS)
-    return margin, pos_margin, int(power)
+    scale = _checks.check_positive("scale", scale)
+    return margin, pos_margin, int(power), scale
 
 
 def _check_embeddings(xp, name, a):
@@ -115,23 +119,26 @@ def _own_hinge(xp, d, same, margin, pos_margin):
     return _relu(xp, xp.where(same, d - pos_margin, margin - d))
 
 
-def terms_forward(xp, d, same, margin, pos_margin, power):
-    """Per-pair terms from distances ``d`` and the boolean ``same`` (same shape).
+def terms_forward(xp, d, same, margin, pos_margin, power, scale=1.0):
+    """Per-pair terms from distances ``d`` and the boolean ``same`` (same shape),
+    each multiplied by ``scale``.
 
     The residuals are the options only: the backward recomputes the hinge
     from ``d``, so a B×B call keeps no B×B float beyond ``d`` itself.
     """
     h = _own_hinge(xp, d, same, margin, pos_margin)
     terms = h * h if power == 2 else h
-    return terms, (same, margin, pos_margin, power)
+    if scale != 1.0:  # skipped at 1: the default stays bit-identical
+        terms = scale * terms
+    return terms, (same, margin, pos_margin, power, scale)
 
 
 def terms_backward(xp, residuals, d, w):
     """``∂L/∂d`` from the upstream weight ``w`` of each term: ±2·hinge
-    (power 2) or ±[hinge > 0] (power 1), + for same-label pairs."""
-    same, margin, pos_margin, power = residuals
+    (power 2) or ±[hinge > 0] (power 1), + for same-label pairs, times ``scale``."""
+    same, margin, pos_margin, power, scale = residuals
     h = _own_hinge(xp, d, same, margin, pos_margin)
-    h = 2.0 * h if power == 2 else xp.astype(h > 0, h.dtype)
+    h = (2.0 * scale) * h if power == 2 else scale * xp.astype(h > 0, h.dtype)
     return w * xp.where(same, h, -h)
 
 
@@ -150,6 +157,7 @@ def _contrastive_fwd(
     metric="euclidean",
     normalize=False,
     reduction="mean",
+    scale=1.0,
 ):
     xp = _checks.namespace(a=a, b=b, same=same)
     _check_embeddings(xp, "a", a)
@@ -160,8 +168,8 @@ def _contrastive_fwd(
     if b.dtype != a.dtype:
         raise TypeError(f"b: expected the dtype of a ({a.dtype}), got {b.dtype}")
     _check_same(xp, same, a.shape[0])
-    margin, pos_margin, power = _check_options(
-        margin, pos_margin, power, metric, normalize, reduction
+    margin, pos_margin, power, scale = _check_options(
+        margin, pos_margin, power, metric, normalize, reduction, scale
     )
     _checks.check_finite(xp, "a", a)
     _checks.check_finite(xp, "b", b)
@@ -175,7 +183,7 @@ def _contrastive_fwd(
         bc, bres = normalize_forward(xp, bc)
         nres = (ares, bres)
     d, dres = paired_forward(xp, ac, bc, metric)
-    terms, tres = terms_forward(xp, d, same, margin, pos_margin, power)
+    terms, tres = terms_forward(xp, d, same, margin, pos_margin, power, scale)
     value, rres = reduce_forward(xp, terms, reduction)
     return xp.astype(value, dtype), (xp, dtype, nres, dres, d, tres, rres, terms)
 
@@ -202,23 +210,25 @@ def contrastive_loss(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Any:
     r"""Contrastive loss of explicit pairs :math:`(a_i, b_i)`.
 
     .. math::
 
-        l_i = s_i\,[d_i - m_+]_+^{\,p} + (1 - s_i)\,[m - d_i]_+^{\,p},
+        l_i = c\,\big(s_i\,[d_i - m_+]_+^{\,p} + (1 - s_i)\,[m - d_i]_+^{\,p}\big),
         \qquad d_i = d(a_i, b_i),
 
     with :math:`s_i` = ``same[i]``, :math:`m` = ``margin``, :math:`m_+` =
-    ``pos_margin`` and :math:`p` = ``power``; reduced by ``reduction``.
+    ``pos_margin``, :math:`p` = ``power`` and :math:`c` = ``scale``; reduced
+    by ``reduction``.
 
     Gradient (through :func:`refloss.vjp`), with :math:`w_i` the upstream
     weight of term i after the reduction:
 
     .. math::
 
-        \frac{\partial L}{\partial d_i} = w_i\big(s_i\,p\,[d_i - m_+]_+^{\,p-1}
+        \frac{\partial L}{\partial d_i} = c\,w_i\big(s_i\,p\,[d_i - m_+]_+^{\,p-1}
             - (1 - s_i)\,p\,[m - d_i]_+^{\,p-1}\big),
 
     where :math:`[z]_+^0` is the indicator :math:`z > 0` (a hinge exactly at
@@ -229,7 +239,9 @@ def contrastive_loss(
 
     Conventions: the default is Hadsell et al.'s
     :math:`D^2 + [m - D]_+^2` without their factor ½ (as TensorFlow Addons);
-    ``power=1`` is pytorch-metric-learning's linear hinge (its default
+    ``scale=0.5`` is their Eq. 4 with the ½ (as the common PyTorch
+    re-implementations ``0.5 * (same * d**2 + (1 - same) * relu(m - d)**2)``
+    write it); ``power=1`` is pytorch-metric-learning's linear hinge (its default
     reduction, non-zero means of the positive and negative terms summed, is a
     different number from ``"mean_nonzero"`` here). ``same`` is boolean on
     purpose: Hadsell uses 0 = similar, TFA / tf.contrib / Caffe 1 = similar.
@@ -248,6 +260,9 @@ def contrastive_loss(
         normalize: L2-normalise ``a`` and ``b`` first (gradient included).
         reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
             ``"none"``.
+        scale: :math:`c > 0` (finite), the factor on every term (default 1;
+            0.5 for Hadsell's ½ form). ``"mean_nonzero"`` counts the same
+            terms whatever the scale.
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -276,6 +291,7 @@ def contrastive_loss(
         metric=metric,
         normalize=normalize,
         reduction=reduction,
+        scale=scale,
     )[0]
 
 
@@ -313,12 +329,13 @@ def _all_pairs_fwd(
     metric="euclidean",
     normalize=False,
     reduction="mean",
+    scale=1.0,
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
     _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
-    margin, pos_margin, power = _check_options(
-        margin, pos_margin, power, metric, normalize, reduction
+    margin, pos_margin, power, scale = _check_options(
+        margin, pos_margin, power, metric, normalize, reduction, scale
     )
     _checks.check_finite(xp, "x", x)
 
@@ -340,7 +357,7 @@ def _all_pairs_fwd(
     r = xp.arange(n_rows, device=dev)
     upper = r[:, None] < r[None, :]
     same = labels[:, None] == labels[None, :]
-    tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power)
+    tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power, scale)
     tmat = xp.where(upper, tmat, 0.0)
     if reduction == "none":
         if n_pairs == 0:
@@ -393,13 +410,14 @@ def contrastive_loss_all_pairs(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    scale: float = 1.0,
 ) -> Any:
     r"""Contrastive loss over every unordered pair i < j of a labeled batch.
 
     .. math::
 
-        L = \mathrm{reduce}_{i<j}\; s_{ij}\,[d_{ij} - m_+]_+^{\,p}
-            + (1 - s_{ij})\,[m - d_{ij}]_+^{\,p},
+        L = \mathrm{reduce}_{i<j}\; c\,\big(s_{ij}\,[d_{ij} - m_+]_+^{\,p}
+            + (1 - s_{ij})\,[m - d_{ij}]_+^{\,p}\big),
         \qquad s_{ij} = (y_i = y_j),
 
     i.e. :func:`contrastive_loss` on the B(B−1)/2 explicit pairs
@@ -415,21 +433,22 @@ def contrastive_loss_all_pairs(
     Gradient (through :func:`refloss.vjp`): with :math:`w_{ij}` the upstream
     weight of pair (i, j), the matrix
     :math:`G_{ij} = w_{ij}\,\partial l/\partial d_{ij}` for i < j (0 elsewhere),
-    :math:`\partial l/\partial d = s\,p\,[d - m_+]_+^{\,p-1} - (1 - s)\,p\,[m - d]_+^{\,p-1}`,
+    :math:`\partial l/\partial d = c\,(s\,p\,[d - m_+]_+^{\,p-1} - (1 - s)\,p\,[m - d]_+^{\,p-1})`,
     goes through the scatter-free matrix backward of
     :func:`refloss.pairwise_distances` (and :func:`refloss.l2_normalize` with
     ``normalize=True``). A hinge exactly at 0 has subgradient 0; identical
     embeddings under euclidean get the finite subgradient 0 of d.
 
-    Conventions as :func:`contrastive_loss` (Hadsell without ½; ``power=1``
-    is pytorch-metric-learning's linear hinge). PML counts ordered pairs
+    Conventions as :func:`contrastive_loss` (Hadsell without ½, or with it
+    through ``scale=0.5``; ``power=1`` is pytorch-metric-learning's linear
+    hinge). PML counts ordered pairs
     (each twice) and reduces positives and negatives separately, so its
     default differs from every reduction here.
 
     Args:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels.
-        margin, pos_margin, power, metric, normalize: as
+        margin, pos_margin, power, metric, normalize, scale: as
             :func:`contrastive_loss`.
         reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
             ``"none"``.
@@ -458,4 +477,5 @@ def contrastive_loss_all_pairs(
         metric=metric,
         normalize=normalize,
         reduction=reduction,
+        scale=scale,
     )[0]

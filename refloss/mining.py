@@ -208,13 +208,25 @@ def arg_extreme(xp: Any, d: Any, mask: Any, cols: Any, *, largest: bool):
 
 
 class BatchHard:
-    """Batch-hard selection: positive/negative index and distance per anchor."""
+    """Batch-hard selection: positive/negative index and distance per anchor.
+
+    With ``anchor_as_positive=True`` the anchor is one of its own positives
+    at distance exactly 0 (whatever ``d[a, a]`` holds: a zero row's cosine
+    self-distance is 1); ``pos[a] == a`` then marks that choice.
+    """
 
     __slots__ = ("d_an", "d_ap", "neg", "pos", "valid")
 
-    def __init__(self, xp: Any, d: Any, labels: Any) -> None:
+    def __init__(
+        self, xp: Any, d: Any, labels: Any, *, anchor_as_positive: bool = False
+    ) -> None:
         pos_mask, neg_mask, cols = label_masks(xp, labels, d)
-        self.d_ap, self.pos, has_p = arg_extreme(xp, d, pos_mask, cols, largest=True)
+        d_pos = d
+        if anchor_as_positive:
+            eye = cols[:, None] == cols[None, :]
+            pos_mask = pos_mask | eye
+            d_pos = xp.where(eye, 0.0, d)
+        self.d_ap, self.pos, has_p = arg_extreme(xp, d_pos, pos_mask, cols, largest=True)
         self.d_an, self.neg, has_n = arg_extreme(xp, d, neg_mask, cols, largest=False)
         self.valid = has_p & has_n
 
@@ -278,12 +290,14 @@ class PositiveTable:
     a positive c of a sits at ``j = rank_c`` (its position within its own
     class block), so ``dense[a, c] = table[a, rank_c]`` is a gather along
     columns. W is a Python int read from the labels, so the table needs
-    concrete labels (not a JAX tracer).
+    concrete labels (not a JAX tracer). With ``upper=True`` only the members
+    of index greater than the anchor are positives (the unordered pairs
+    a < p of batch-all).
     """
 
     __slots__ = ("d", "members", "rank", "valid", "width")
 
-    def __init__(self, xp: Any, d: Any, labels: Any) -> None:
+    def __init__(self, xp: Any, d: Any, labels: Any, *, upper: bool = False) -> None:
         b = labels.shape[0]
         dev = _device(d)
         idx = _checks.default_index_dtype(xp, dev)
@@ -296,7 +310,8 @@ class PositiveTable:
         slot = xp.clip(start[:, None] + j[None, :], 0, b - 1)
         self.members = xp.reshape(xp.take(order, xp.reshape(slot, (-1,))), (b, self.width))
         rows = xp.arange(b, dtype=idx, device=dev)
-        self.valid = (j[None, :] < count[:, None]) & (self.members != rows[:, None])
+        other = (self.members > rows[:, None]) if upper else (self.members != rows[:, None])
+        self.valid = (j[None, :] < count[:, None]) & other
         inverse = xp.argsort(order, stable=True)
         self.rank = xp.astype(inverse, idx) - start
         self.d = xp.take_along_axis(d, self.members, axis=1)

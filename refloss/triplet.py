@@ -71,6 +71,8 @@ _LOOP_WIDTH = 8
 _TIED_PASSES = 64
 # Elements of one row block of a B×B row-wise search (see _by_row_blocks).
 _BLOCK_ELEMENTS = 1 << 20
+# Anchor-positive pairs of batch-all: every ordered (a, p), or each {a, p} once.
+PAIRS = ("ordered", "unordered")
 
 
 # --------------------------------------------------------------------------
@@ -300,15 +302,16 @@ def triplet_margin_loss(
 
 def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean",
+    reduction="mean", anchor_as_positive=False,
 ):
     xp, dtype, margin, d, eres = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
+    check_bool("anchor_as_positive", anchor_as_positive)
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0,))
-    sel = BatchHard(xp, d, labels)
+    sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive)
     z = _argument(sel.d_ap, sel.d_an, margin, soft)
     terms = xp.where(sel.valid, _hinge(xp, z, soft), 0.0)
     value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid))
@@ -325,9 +328,12 @@ def _batch_hard_bwd(residuals, g):
     w = xp.where(sel.valid, w * _hinge_grad(xp, z, soft), 0.0)
     b = terms.shape[0]
     cols = xp.arange(b, dtype=sel.pos.dtype, device=_device(terms))
-    # +w at (a, p_a), -w at (a, n_a): p_a != n_a, so two nested wheres
+    # +w at (a, p_a), -w at (a, n_a): p_a != n_a, so two nested wheres; the
+    # anchor as its own positive (p_a = a, anchor_as_positive) has the
+    # constant distance 0 and gets nothing
     gd = xp.where(cols[None, :] == sel.neg[:, None], -w[:, None], 0.0)
-    gd = xp.where(cols[None, :] == sel.pos[:, None], w[:, None], gd)
+    hit = (cols[None, :] == sel.pos[:, None]) & (cols[None, :] != cols[:, None])
+    gd = xp.where(hit, w[:, None], gd)
     gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
 
@@ -342,6 +348,7 @@ def batch_hard_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean",
+    anchor_as_positive: bool = False,
 ) -> Any:
     r"""Batch-hard triplet loss (Hermans et al. 2017): one term per valid anchor.
 
@@ -361,6 +368,16 @@ def batch_hard_triplet_loss(
     ``w[:, None] * (onehot(p) - onehot(n))``, no scatter — then the
     distance VJP. Only the selected pairs receive gradient.
 
+    ``anchor_as_positive=True`` is the re-identification convention where the
+    positive mask is ``labels == labels.T`` *including* the diagonal: the
+    anchor is one of its own positives, at distance exactly 0, so
+    :math:`\max_p d_{ap}` runs over :math:`\{a\} \cup` positives (ties to
+    the lowest index, the anchor itself being index a). Every anchor with a
+    negative is then valid; one whose class has no other sample contributes
+    :math:`[0 - \min_n d_{an} + m]_+` (soft: :math:`\mathrm{softplus}(-\min_n
+    d_{an})`), whose gradient reaches its hardest negative only (the
+    self-distance is a constant).
+
     Args:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels.
@@ -371,6 +388,8 @@ def batch_hard_triplet_loss(
         reduction: ``"mean"`` over valid anchors (default; 0 when there is
             none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
             ``"none"``: the ``[B]`` terms, **0 for invalid anchors**.
+        anchor_as_positive: count the anchor as its own positive (distance
+            0), default False.
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -386,7 +405,7 @@ def batch_hard_triplet_loss(
     """
     return _batch_hard_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction,
+        reduction=reduction, anchor_as_positive=anchor_as_positive,
     )[0]
 
 
@@ -680,15 +699,19 @@ def semihard_triplet_loss(
 
 def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean_nonzero",
+    reduction="mean_nonzero", pairs="ordered",
 ):
     xp, dtype, margin, d, eres = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
+    _checks.check_choice("pairs", pairs, PAIRS)
+    upper = pairs == "unordered"
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
     pos, neg, cols = label_masks(xp, labels, d)
+    if upper:  # each unordered pair once, the lower index as anchor
+        pos = pos & (cols[:, None] < cols[None, :])
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
     n_valid = xp.sum(n_pos * n_neg)
@@ -697,7 +720,7 @@ def _batch_all_fwd(
         state = None
     elif reduction != "none" and compact_ok(xp, labels):
         # the per-pair sums are only summed: keep them in the B×W table
-        tab = PositiveTable(xp, d, labels)
+        tab = PositiveTable(xp, d, labels, upper=upper)
         terms, k = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin)
         n_nonzero = xp.sum(k)
         state = (k, margin, tab)
@@ -885,6 +908,7 @@ def batch_all_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean_nonzero",
+    pairs: str = "ordered",
 ) -> Any:
     r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
 
@@ -902,6 +926,13 @@ def batch_all_triplet_loss(
     ``"none"``). Soft margin: no shortcut exists; the triplets are evaluated
     in anchor chunks of at most max(B², 2²⁰) elements, O(B³) time, O(B²) memory.
 
+    ``pairs="unordered"`` counts each unordered positive pair {a, p} once,
+    with the lower index as anchor (a < p: the ``triu`` mask of many
+    implementations): the sums above run over p > a only, the positive
+    mask is restricted to the upper triangle before anything else, and the
+    same algorithm, gradient and reductions apply to that smaller set
+    ("mean" then divides by :math:`\sum_a \#\{p > a\}\,\#neg(a)`).
+
     Args:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels.
@@ -918,6 +949,8 @@ def batch_all_triplet_loss(
             :math:`S_{ap} = \sum_n l_{apn}` (**0 where (a, p) is not a
             positive pair**), whose total is the ``"sum"`` value.
             No valid (or no non-zero) triplet gives 0.
+        pairs: ``"ordered"`` (default: every positive pair (a, p), p ≠ a) or
+            ``"unordered"`` (only a < p; ``"none"`` is then upper triangular).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -930,5 +963,5 @@ def batch_all_triplet_loss(
     """
     return _batch_all_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction,
+        reduction=reduction, pairs=pairs,
     )[0]

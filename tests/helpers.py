@@ -130,3 +130,183 @@ def labeled_batch(draw, min_rows: int = 1, max_rows: int = 8, max_dim: int = 4,
     labels = np.asarray(draw(hnp.arrays(np.int64, (x.shape[0],),
                                         elements=st.integers(0, c - 1))))
     return x, labels, c
+
+
+# ---------------------------------------------------------------------------
+# brute-force oracles for the loss variants (loops over pairs and triplets,
+# NumPy float64, transcribed from the definitions; they share no code with
+# refloss). ``o_*`` return a value and the gradient the definition implies.
+
+
+def o_dist(u: np.ndarray, v: np.ndarray, metric: str) -> float:
+    diff = u - v
+    sq = float(diff @ diff)
+    if metric == "euclidean":
+        return float(np.sqrt(sq))
+    if metric == "sqeuclidean":
+        return sq
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu == 0.0 or nv == 0.0:  # a zero row has no direction: distance 1
+        return 1.0
+    w = u / nu - v / nv
+    return 0.5 * float(w @ w)
+
+
+def o_dist_grad(u: np.ndarray, v: np.ndarray, metric: str) -> tuple:
+    """(∂d/∂u, ∂d/∂v); 0 at d = 0 for euclidean and for zero rows in cosine."""
+    diff = u - v
+    if metric == "euclidean":
+        d = float(np.sqrt(float(diff @ diff)))
+        if d == 0.0:
+            return np.zeros_like(u), np.zeros_like(v)
+        return diff / d, -diff / d
+    if metric == "sqeuclidean":
+        return 2.0 * diff, -2.0 * diff
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu == 0.0 or nv == 0.0:
+        return np.zeros_like(u), np.zeros_like(v)
+    uh, vh = u / nu, v / nv
+    c = float(uh @ vh)
+    return -(vh - c * uh) / nu, -(uh - c * vh) / nv
+
+
+def o_normalize(x: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(x)
+    for i, row in enumerate(x):
+        n = float(np.linalg.norm(row))
+        if n > 0:
+            out[i] = row / n
+    return out
+
+
+def o_normalize_vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(x)
+    for i, row in enumerate(x):
+        n = float(np.linalg.norm(row))
+        if n > 0:
+            h = row / n
+            out[i] = (g[i] - h * float(h @ g[i])) / n
+    return out
+
+
+def o_matrix(x: np.ndarray, metric: str) -> np.ndarray:
+    b = x.shape[0]
+    return np.array([[o_dist(x[i], x[j], metric) for j in range(b)] for i in range(b)],
+                    dtype=np.float64).reshape(b, b)
+
+
+def o_reduce(terms: np.ndarray, flags: list, reduction: str) -> tuple:
+    """``(value, weight)``: the reduced value and the upstream weight of every
+    counted item (None for "none"); ``flags`` holds one bool per counted item
+    (a triplet or a pair): whether its loss is > 0."""
+    total = float(np.sum(terms))
+    n, nz = len(flags), int(np.sum(flags))
+    if reduction == "none":
+        return terms, None
+    if reduction == "sum":
+        return total, 1.0
+    if reduction == "mean":
+        return (total / n, 1.0 / n) if n else (0.0, 0.0)
+    return (total / nz, 1.0 / nz) if nz else (0.0, 0.0)
+
+
+def o_chain(x: np.ndarray, xe: np.ndarray, gd: np.ndarray, metric: str,
+            normalize: bool) -> np.ndarray:
+    """∂L/∂x from ∂L/∂d_ij (``gd``, B×B), pair by pair; the diagonal is a
+    constant d_ii = 0 and carries nothing."""
+    ge = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[0]):
+            if i != j and gd[i, j] != 0.0:
+                gu, gv = o_dist_grad(xe[i], xe[j], metric)
+                ge[i] += gd[i, j] * gu
+                ge[j] += gd[i, j] * gv
+    return o_normalize_vjp(x, ge) if normalize else ge
+
+
+def o_triplet_loss(x: np.ndarray, triplets: list, out_shape: tuple, *, margin: float,
+                   metric: str, soft: bool, normalize: bool, reduction: str,
+                   g: Any = None) -> tuple:
+    """Value and gradient of a triplet loss given its triplets
+    ``[(slot, a, p, n)]`` (slot: where the term lands for "none", summed).
+
+    ``p == a`` stands for the anchor as its own positive: d_ap = 0 exactly,
+    with no gradient. Hinge :math:`[d_ap - d_an + m]_+` (derivative 0 at 0);
+    soft: softplus(d_ap - d_an). "mean" counts triplets, "mean_nonzero" the
+    triplets whose loss is > 0.
+    """
+    b = x.shape[0]
+    xe = o_normalize(x) if normalize else x
+    terms = np.zeros(out_shape)
+    flags, derivs = [], []
+    for slot, a, p, n in triplets:
+        d_ap = 0.0 if p == a else o_dist(xe[a], xe[p], metric)
+        d_an = o_dist(xe[a], xe[n], metric)
+        if soft:
+            z = d_ap - d_an
+            val = float(np.logaddexp(0.0, z))
+            der = 1.0 / (1.0 + np.exp(-z)) if z >= 0 else np.exp(z) / (1.0 + np.exp(z))
+        else:
+            z = (d_ap + margin) - d_an
+            val, der = max(z, 0.0), 1.0 if z > 0 else 0.0
+        terms[slot] += val
+        flags.append(val > 0)
+        derivs.append(der)
+    value, weight = o_reduce(terms, flags, reduction)
+    gd = np.zeros((b, b))
+    for (slot, a, p, n), der in zip(triplets, derivs):
+        w = (g[slot] if reduction == "none" else weight) * der
+        gd[a, p] += w
+        gd[a, n] -= w
+    return value, o_chain(x, xe, gd, metric, normalize)
+
+
+def o_contrastive(a: np.ndarray, b: np.ndarray, same: np.ndarray, *, margin: float = 1.0,
+                  pos_margin: float = 0.0, power: int = 2, metric: str = "euclidean",
+                  normalize: bool = False, reduction: str = "mean", scale: float = 1.0,
+                  g: Any = None) -> tuple:
+    """Paired contrastive loss ``scale * (s [d - m+]_+^p + (1 - s) [m - d]_+^p)``:
+    value and (∂L/∂a, ∂L/∂b)."""
+    ae, be = (o_normalize(a), o_normalize(b)) if normalize else (a, b)
+    terms, flags, derivs = [], [], []
+    for i in range(a.shape[0]):
+        d = o_dist(ae[i], be[i], metric)
+        h, sign = (d - pos_margin, 1.0) if same[i] else (margin - d, -1.0)
+        h = max(h, 0.0)
+        terms.append(scale * h**power)
+        flags.append(scale * h**power > 0)
+        derivs.append(sign * scale * (2.0 * h if power == 2 else float(h > 0)))
+    value, weight = o_reduce(np.array(terms, dtype=np.float64), flags, reduction)
+    ga, gb = np.zeros_like(a), np.zeros_like(b)
+    for i, der in enumerate(derivs):
+        w = (g[i] if reduction == "none" else weight) * der
+        gu, gv = o_dist_grad(ae[i], be[i], metric)
+        ga[i] += w * gu
+        gb[i] += w * gv
+    if normalize:
+        ga, gb = o_normalize_vjp(a, ga), o_normalize_vjp(b, gb)
+    return value, (ga, gb)
+
+
+def kink_gap(x: np.ndarray, candidates: list, *, margin: float, metric: str, soft: bool,
+             normalize: bool) -> float:
+    """How far the input is from every kink of a mined loss: d = 0 between
+    distinct rows, ties among an anchor's distances (a max/min could switch),
+    hinge arguments of the ``candidates`` triplets ``(a, p, n)`` near 0, and
+    (cosine, normalize) near-zero norms. Finite differences need it > h."""
+    xe = o_normalize(x) if normalize else x
+    dm = o_matrix(xe, metric)
+    gaps = [np.inf]
+    for i in range(x.shape[0]):
+        others = np.sort(np.delete(dm[i], i))
+        if others.size:
+            gaps.append(others[0])
+        if others.size > 1:
+            gaps.append(np.diff(others).min())
+    if not soft:
+        for a, p, n in candidates:
+            d_ap = 0.0 if p == a else dm[a, p]
+            gaps.append(abs((d_ap + margin) - dm[a, n]))
+    if (metric == "cosine" or normalize) and x.shape[0]:
+        gaps.append(np.linalg.norm(x, axis=1).min())
+    return float(min(gaps))
