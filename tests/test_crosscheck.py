@@ -246,7 +246,8 @@ def test_center_loss_mean_for_sum_is_caught_on_two_samples(mean_for_sum):
     report = mean_for_sum
     assert not report.agrees
     assert report.counterexample.size == 2
-    assert "candidate = 1/2 × reference" in report.difference
+    # named, not "1/2 × reference": the ratio is 1/B, 1/2 only on this input
+    assert "candidate averages over every valid term (reduction 'mean')" in report.difference
 
 
 def test_flipped_contrastive_label_is_caught_on_one_pair():

@@ -37,7 +37,9 @@ class Counterexample:
     differences, ``candidate_grads`` holds a central-difference gradient
     computed for the report). ``kind`` is "value", "gradient", "indices" or
     "error"; ``role`` names the differing gradient; ``cotangent`` is the
-    upstream gradient used (1 for a scalar loss).
+    upstream gradient used (1 for a scalar loss); ``cause`` the named
+    variant of the reference that explains the difference on every example
+    tried, or "".
     """
 
     kind: str
@@ -52,6 +54,7 @@ class Counterexample:
     value_error: float = 0.0
     grad_error: float | None = None
     rng_seed: int = 0
+    cause: str = ""  # the named cause that explains it ("" when none does)
 
     @property
     def size(self) -> int:
@@ -195,6 +198,7 @@ class Report:
             role=cx.role,
             message=cx.message,
             rng_seed=cx.rng_seed,
+            cause=cx.cause,
             value_error=cx.value_error,
             grad_error=cx.grad_error,
             grad_method=self.grad_method,
@@ -251,6 +255,7 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
         value_error=float(meta.get("value_error") or 0.0),
         grad_error=meta.get("grad_error"),
         rng_seed=int(meta.get("rng_seed", 0)),
+        cause=str(meta.get("cause", "")),
     )
     return cx, meta
 

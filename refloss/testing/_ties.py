@@ -69,6 +69,13 @@ class TieModel:
     # would change, a semi-hard negative exactly at d_ap): no slope exists,
     # so finite differences cannot be judged by the subdifferential
     jumps: bool = False
+    # with paths=True: the reference's gradient split by the distance it flows
+    # through, positive pairs (d_ap) and negative pairs (d_an); None otherwise
+    paths: dict | None = None
+
+    def add_path(self, which: str, v: np.ndarray) -> None:
+        if self.paths is not None:
+            self.paths[which] = self.paths.get(which, 0.0) + v
 
     def flat(self, grads: Mapping) -> np.ndarray:
         return np.concatenate([np.asarray(grads[r], dtype=np.float64).ravel()
@@ -213,7 +220,8 @@ def _short(v: float) -> str:
 # the models
 
 
-def tie_model(setup: Any, ref_in: Mapping, cot: Any) -> TieModel | None:
+def tie_model(setup: Any, ref_in: Mapping, cot: Any, *, paths: bool = False
+              ) -> TieModel | None:
     """The tie groups of ``setup.reference`` at ``ref_in`` (float64), or None
     when the reference has no model here (then the caller falls back to its
     kink probe) — an unknown reference or option. A model with no group means
@@ -240,9 +248,10 @@ def tie_model(setup: Any, ref_in: Mapping, cot: Any) -> TieModel | None:
                 return None
     try:
         with _silenced():
-            return build(ref_in, kw, np.asarray(cot, dtype=np.float64))
+            model = build(ref_in, kw, np.asarray(cot, dtype=np.float64), paths)
     except _NoModel:
         return None
+    return model
 
 
 class _NoModel(Exception):
@@ -341,10 +350,11 @@ class _Embed:
         return out
 
 
-def _labeled_model(ref_in):
+def _labeled_model(ref_in, paths=False):
     x = np.asarray(ref_in["x"], dtype=np.float64)
     labels = np.asarray(ref_in["labels"])
-    return x, labels, TieModel(roles=["x"], shapes={"x": x.shape})
+    return x, labels, TieModel(roles=["x"], shapes={"x": x.shape},
+                               paths={} if paths else None)
 
 
 def _hinge_slopes(z: float, soft: bool) -> list[float]:
@@ -356,12 +366,12 @@ def _hinge_slopes(z: float, soft: bool) -> list[float]:
     return [own, 1.0 - own] if _eq(z, 0.0) else [own]
 
 
-def _batch_hard(ref_in, kw, cot):
+def _batch_hard(ref_in, kw, cot, paths=False):
     import refloss
 
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "soft": False,
                       "normalize": False, "reduction": "mean"})
-    x, labels, model = _labeled_model(ref_in)
+    x, labels, model = _labeled_model(ref_in, paths)
     if x.shape[0] == 0:
         return model
     emb = _Embed(x, o["metric"], o["normalize"])
@@ -381,6 +391,9 @@ def _batch_hard(ref_in, kw, cot):
         w = _weight(o["reduction"], cot, count, int(a))
         for j in ps + ns:
             emb.weigh(int(a), j, w * max(slopes))
+        if paths:
+            model.add_path("positive", emb.vec([(int(a), int(p), w * slopes[0])]))
+            model.add_path("negative", emb.vec([(int(a), int(n), -w * slopes[0])]))
         if len(ps) == len(ns) == len(slopes) == 1 or slopes == [0.0]:
             continue
         s_ref = slopes[0]
@@ -417,12 +430,12 @@ def _term(z: float, soft: bool) -> float:
     return max(z, 0.0)
 
 
-def _semihard(ref_in, kw, cot):
+def _semihard(ref_in, kw, cot, paths=False):
     import refloss
 
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "normalize": False,
                       "reduction": "mean"})
-    x, labels, model = _labeled_model(ref_in)
+    x, labels, model = _labeled_model(ref_in, paths)
     if x.shape[0] == 0:
         return model
     emb = _Embed(x, o["metric"], o["normalize"])
@@ -439,6 +452,9 @@ def _semihard(ref_in, kw, cot):
         w = _weight(o["reduction"], cot, count, (a, p))
         for j in [p, *ns]:
             emb.weigh(a, j, w * max(slopes))
+        if paths:
+            model.add_path("positive", emb.vec([(a, p, w * slopes[0])]))
+            model.add_path("negative", emb.vec([(a, n, -w * slopes[0])]))
         if (len(ns) == 1 and len(slopes) == 1) or slopes == [0.0]:
             continue
         s_ref = slopes[0]
@@ -462,10 +478,10 @@ def _semihard(ref_in, kw, cot):
     return _mark_jumps(model, o["reduction"], count)
 
 
-def _batch_all(ref_in, kw, cot):
+def _batch_all(ref_in, kw, cot, paths=False):
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "soft": False,
                       "normalize": False, "reduction": "mean_nonzero"})
-    x, labels, model = _labeled_model(ref_in)
+    x, labels, model = _labeled_model(ref_in, paths)
     if o["soft"] or x.shape[0] == 0:
         return model  # softplus is smooth: no tie
     emb = _Embed(x, o["metric"], o["normalize"])
@@ -480,6 +496,9 @@ def _batch_all(ref_in, kw, cot):
         if z > 0 or _eq(z, 0.0):
             emb.weigh(a, p, w)
             emb.weigh(a, n, w)
+        if paths and z > 0:
+            model.add_path("positive", emb.vec([(a, p, w)]))
+            model.add_path("negative", emb.vec([(a, n, -w)]))
         if not _eq(z, 0.0):
             continue
         vecs = [np.zeros(x.size), emb.vec([(a, p, w), (a, n, -w)])]
@@ -583,12 +602,13 @@ class _Paired:
         return out
 
 
-def _triplet(ref_in, kw, cot):
+def _triplet(ref_in, kw, cot, paths=False):
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "soft": False, "swap": False,
                       "normalize": False, "reduction": "mean"})
     roles = ["anchor", "positive", "negative"]
     pd = _Paired(ref_in, roles, o["metric"], o["normalize"])
-    model = TieModel(roles=roles, shapes={r: pd.arr[r].shape for r in roles})
+    model = TieModel(roles=roles, shapes={r: pd.arr[r].shape for r in roles},
+                     paths={} if paths else None)
     d_ap, d_an = pd.dist("anchor", "positive"), pd.dist("anchor", "negative")
     d_pn = pd.dist("positive", "negative") if o["swap"] else None
     zs, negs = [], []
@@ -608,6 +628,9 @@ def _triplet(ref_in, kw, cot):
         w = _weight(o["reduction"], cot, count, i)
         for u, v in [("anchor", "positive"), *options]:
             pd.weigh(u, v, i, w * max(slopes))
+        if paths:
+            model.add_path("positive", pd.vec([("anchor", "positive", i, w * slopes[0])]))
+            model.add_path("negative", pd.vec([(*options[0], i, -w * slopes[0])]))
         if (len(options) == 1 and len(slopes) == 1) or slopes == [0.0]:
             continue
         s_ref = slopes[0]
@@ -655,7 +678,7 @@ _CONTRASTIVE = {"margin": 1.0, "pos_margin": 0.0, "power": 2, "metric": "euclide
                 "normalize": False, "reduction": "mean", "scale": 1.0}
 
 
-def _contrastive(ref_in, kw, cot):
+def _contrastive(ref_in, kw, cot, paths=False):
     o = _options(kw, _CONTRASTIVE)
     roles = ["a", "b"]
     pd = _Paired(ref_in, roles, o["metric"], o["normalize"])
@@ -685,9 +708,9 @@ def _contrastive_term(d: float, same: bool, o: Mapping) -> float:
     return h * h if o["power"] == 2 else h
 
 
-def _contrastive_all_pairs(ref_in, kw, cot):
+def _contrastive_all_pairs(ref_in, kw, cot, paths=False):
     o = _options(kw, _CONTRASTIVE)
-    x, labels, model = _labeled_model(ref_in)
+    x, labels, model = _labeled_model(ref_in, paths)
     b = x.shape[0]
     if b == 0:
         return model

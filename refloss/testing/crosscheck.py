@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ._causes import name_cause
 from ._judge import TOLERANCES, Tolerance, _evaluate, _fd_gradient, _Outcome
 from ._report import Counterexample, Report, load_counterexample
 from ._run import _arrays, _call_candidate, _is_index, _run_reference
@@ -127,6 +128,7 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
             if g is not None:
                 cand_grads[role] = g
     return Counterexample(
+        cause=name_cause(setup, outcome),
         kind=outcome.kind, inputs=dict(outcome.inputs),
         candidate_value=tuple(outcome.cand_outputs), reference_value=tuple(outcome.ref_outputs),
         candidate_grads=cand_grads, reference_grads=ref_grads, role=outcome.role,
