@@ -72,7 +72,7 @@ def torch_batch_hard_every_tie(x, labels):
     pos = same & ~torch.eye(len(labels), dtype=torch.bool)
     hardest = torch.where(pos, d, torch.zeros_like(d)).amax(dim=1, keepdim=True)
     tied = torch.where(pos & (d == hardest.detach()), d, torch.zeros_like(d)).sum(dim=1)
-    hardest_p = hardest[:, 0] + (tied - tied.detach())
+    hardest_p = hardest[:, 0].detach() + (tied - tied.detach())
     hardest_n = torch.where(~same, d, torch.full_like(d, 1e9)).amin(dim=1)
     valid = pos.any(dim=1) & (~same).any(dim=1)
     return torch.relu(hardest_p - hardest_n + 1.0)[valid].mean()

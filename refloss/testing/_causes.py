@@ -141,10 +141,11 @@ def _torch_eps(eps: float) -> Cause:
 
         return torch_nn.triplet_margin_loss
 
+    e = f"{eps:.0e}".replace("e-0", "e-")  # 1e-6, not 1e-06
     return Cause(
-        name=f"eps {eps:g} on the differences",
-        words=f"candidate adds eps {eps:g} to every difference before the norm "
-              f"(torch's pairwise_distance: d(x, x) = {eps:g}·√D)",
+        name=f"eps {e} on the differences",
+        words=f"candidate adds eps {e} to every difference before the norm "
+              f"(torch's pairwise_distance: d(x, x) = {e}·√D)",
         applies=lambda fn, kw: (_ref("triplet_margin_loss")(fn, kw)
                                 and _current(fn, kw, "metric") == "euclidean"
                                 and not _current(fn, kw, "normalize")

@@ -179,7 +179,7 @@ def words(model: TieModel, weights: list[np.ndarray]) -> str:
                 continue
             name = g.names[comp]
             if comp == "subgradient":
-                return (f"at {g.where.replace('the distance ', '')}, candidate takes a "
+                return (f"at the distance {g.where}, candidate takes a "
                         f"non-zero subgradient of the distance (inside the unit ball), "
                         f"reference 0")
             if comp == "slope":
@@ -329,7 +329,7 @@ class _Embed:
                 if self.pull_n is not None:
                     g = np.asarray(self.pull_n(g)[0], dtype=np.float64)
                 vecs.append(g.ravel())
-            model.groups.append(_ball_group(f"the distance d({i}, {j}) = 0", vecs))
+            model.groups.append(_ball_group(f"d({i}, {j}) = 0", vecs))
 
     def entry(self, i: int, j: int) -> np.ndarray:
         key = (i, j)
@@ -567,7 +567,7 @@ class _Paired:
                         g = np.asarray(self.pull_n[r](g)[0], dtype=np.float64)
                     parts[r] = parts[r] + g
                 vecs.append(np.concatenate([parts[r].ravel() for r in self.roles]))
-            model.groups.append(_ball_group(f"the distance d({u} {i}, {v} {i}) = 0", vecs))
+            model.groups.append(_ball_group(f"d({u} {i}, {v} {i}) = 0", vecs))
 
     def dist(self, u: str, v: str) -> np.ndarray:
         import refloss
