@@ -191,3 +191,39 @@ def test_eps_in_the_difference_is_a_subgradient_at_distance_zero():
                        dtype="float32", inputs=_at(same_point), max_examples=1)
     assert loose.agrees, str(loose)
     assert "d(anchor 0, positive 0) = 0" in loose.tie_note
+
+
+def torch_batch_hard_reid_amax(x, labels):
+    """The re-ID mask keeps the diagonal (the anchor is its own positive)."""
+    d = torch.cdist(x, x)
+    same = labels[:, None] == labels[None, :]
+    hardest_p = torch.where(same, d, torch.zeros_like(d)).amax(dim=1)
+    hardest_n = torch.where(~same, d, torch.full_like(d, 1e9)).amin(dim=1)
+    valid = (~same).any(dim=1)
+    return torch.relu(hardest_p - hardest_n + 1.0)[valid].mean()
+
+
+def torch_hardest_negative_amin(x, labels):
+    """All positive pairs, each with the anchor's nearest negative (amin)."""
+    d = torch.cdist(x, x)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+    hardest_n = torch.where(~same, d, torch.full_like(d, 1e9)).amin(dim=1, keepdim=True)
+    valid = pos & (~same).any(dim=1, keepdim=True)
+    return torch.relu(d - hardest_n + 1.0)[valid].mean()
+
+
+# anchor 0's two negatives (3, 4) sit at distance exactly 1.5
+NEG_TIE = {"x": np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.5, 0.0], [0.0, -1.5]]),
+           "labels": np.array([0, 0, 0, 1, 1])}
+
+
+@pytest.mark.parametrize(("candidate", "reference", "kwargs"), [
+    (torch_batch_hard_reid_amax, "batch_hard_triplet_loss", {"anchor_as_positive": True}),
+    (torch_hardest_negative_amin, "hardest_negative_triplet_loss", {}),
+], ids=["anchor_as_positive", "hardest_negative"])
+def test_variant_references_judge_their_ties(candidate, reference, kwargs):
+    report = crosscheck(candidate, reference, framework="torch", reference_kwargs=kwargs,
+                        inputs=_at(NEG_TIE), max_examples=1)
+    assert report.agrees, str(report)
+    assert report.at_ties == 1 and report.tie_note.startswith("at a tie of ")

@@ -102,7 +102,7 @@ def _both(*tests):
 _LABELED_TRIPLET = ("batch_all_triplet_loss", "batch_hard_triplet_loss",
                     "semihard_triplet_loss", "hardest_negative_triplet_loss")
 _PATHS = ("batch_all_triplet_loss", "batch_hard_triplet_loss", "semihard_triplet_loss",
-          "triplet_margin_loss")
+          "hardest_negative_triplet_loss", "triplet_margin_loss")
 
 _REDUCTION_WORDS = {
     "sum": "sums the terms",

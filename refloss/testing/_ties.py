@@ -231,6 +231,7 @@ def tie_model(setup: Any, ref_in: Mapping, cot: Any, *, paths: bool = False
     models = {
         refloss.batch_hard_triplet_loss: _batch_hard,
         refloss.semihard_triplet_loss: _semihard,
+        refloss.hardest_negative_triplet_loss: _hardest_negative,
         refloss.batch_all_triplet_loss: _batch_all,
         refloss.triplet_margin_loss: _triplet,
         refloss.contrastive_loss: _contrastive,
@@ -258,19 +259,14 @@ class _NoModel(Exception):
     pass
 
 
-# options of other references' variants, harmless at these values
-_NEUTRAL = {"scale": 1.0, "pairs": "ordered", "anchor_as_positive": False}
-
-
 def _options(kw: Mapping, known: Mapping) -> dict:
     """The reference's options with defaults; an option the model does not
-    know, at a non-neutral value, means no model."""
+    know means no model."""
     out = dict(known)
     for k, v in kw.items():
-        if k in known:
-            out[k] = v
-        elif k not in _NEUTRAL or v != _NEUTRAL[k]:
+        if k not in known:
             raise _NoModel(k)
+        out[k] = v
     return out
 
 
@@ -370,14 +366,19 @@ def _batch_hard(ref_in, kw, cot, paths=False):
     import refloss
 
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "soft": False,
-                      "normalize": False, "reduction": "mean"})
+                      "normalize": False, "reduction": "mean",
+                      "anchor_as_positive": False})
     x, labels, model = _labeled_model(ref_in, paths)
     if x.shape[0] == 0:
         return model
     emb = _Embed(x, o["metric"], o["normalize"])
     d = emb.d
-    anchors, pos, neg = (np.asarray(v) for v in refloss.mine_batch_hard(
-        x, labels, metric=o["metric"], normalize=o["normalize"]))
+    if o["anchor_as_positive"]:
+        anchors, pos, neg = _batch_hard_with_self(d, labels)
+    else:
+        anchors, pos, neg = (np.asarray(v) for v in refloss.mine_batch_hard(
+            x, labels, metric=o["metric"], normalize=o["normalize"]))
+    own = o["anchor_as_positive"]  # the anchor is one of its own positives
     zs = []
     for a, p, n in zip(anchors, pos, neg, strict=True):
         zs.append(d[a, p] - d[a, n] if o["soft"] else (d[a, p] + o["margin"]) - d[a, n])
@@ -385,12 +386,14 @@ def _batch_hard(ref_in, kw, cot, paths=False):
     count = len(anchors) if o["reduction"] == "mean" else sum(t > 0 for t in terms)
     for a, p, n, z in zip(anchors, pos, neg, zs, strict=True):
         same = labels == labels[a]
-        ps = [int(j) for j in np.flatnonzero(same) if j != a and _eq(d[a, j], d[a, p])]
+        ps = [int(j) for j in np.flatnonzero(same)
+              if (own or j != a) and _eq(d[a, j], d[a, p])]
         ns = [int(j) for j in np.flatnonzero(~same) if _eq(d[a, j], d[a, n])]
         slopes = _hinge_slopes(z, o["soft"])
         w = _weight(o["reduction"], cot, count, int(a))
         for j in ps + ns:
-            emb.weigh(int(a), j, w * max(slopes))
+            if j != a:  # d(a, a) is 0 for every x: no ball there
+                emb.weigh(int(a), j, w * max(slopes))
         if paths:
             model.add_path("positive", emb.vec([(int(a), int(p), w * slopes[0])]))
             model.add_path("negative", emb.vec([(int(a), int(n), -w * slopes[0])]))
@@ -415,6 +418,23 @@ def _batch_hard(ref_in, kw, cot, paths=False):
     return _mark_jumps(model, o["reduction"], count)
 
 
+def _batch_hard_with_self(d: np.ndarray, labels: np.ndarray):
+    """Batch-hard triplets with the anchor among its own positives: every
+    anchor with a negative; the hardest positive over the class, the anchor
+    included (index a, distance 0), ties to the lowest index, as the
+    reference's selection (exact comparisons on the same distances)."""
+    anchors, pos, neg = [], [], []
+    for a in range(d.shape[0]):
+        same = labels == labels[a]
+        if not np.any(~same):
+            continue
+        cls, others = np.flatnonzero(same), np.flatnonzero(~same)
+        anchors.append(a)
+        pos.append(int(cls[np.argmax(d[a, cls])]))
+        neg.append(int(others[np.argmin(d[a, others])]))
+    return np.array(anchors, dtype=int), np.array(pos, dtype=int), np.array(neg, dtype=int)
+
+
 def _mark_jumps(model: TieModel, reduction: str, count: float) -> TieModel:
     """A "mean_nonzero" count that a hinge at 0 can change is a jump of the
     value (unless nothing is counted yet: then the value is continuous)."""
@@ -430,25 +450,30 @@ def _term(z: float, soft: bool) -> float:
     return max(z, 0.0)
 
 
-def _semihard(ref_in, kw, cot, paths=False):
+def _semihard(ref_in, kw, cot, paths=False, hardest=False):
     import refloss
 
-    o = _options(kw, {"margin": 1.0, "metric": "euclidean", "normalize": False,
-                      "reduction": "mean"})
+    known = {"margin": 1.0, "metric": "euclidean", "normalize": False, "reduction": "mean"}
+    if hardest:
+        known["soft"] = False
+    o = _options(kw, known)
+    soft = bool(o.get("soft", False))
     x, labels, model = _labeled_model(ref_in, paths)
     if x.shape[0] == 0:
         return model
     emb = _Embed(x, o["metric"], o["normalize"])
     d = emb.d
-    anchors, pos, neg = (np.asarray(v) for v in refloss.mine_semihard(
+    miner = refloss.mine_hardest_negative if hardest else refloss.mine_semihard
+    anchors, pos, neg = (np.asarray(v) for v in miner(
         x, labels, metric=o["metric"], normalize=o["normalize"]))
-    zs = [(d[a, p] + o["margin"]) - d[a, n] for a, p, n in zip(anchors, pos, neg,
-                                                               strict=True)]
-    count = len(anchors) if o["reduction"] == "mean" else sum(z > 0 for z in zs)
+    zs = [d[a, p] - d[a, n] if soft else (d[a, p] + o["margin"]) - d[a, n]
+          for a, p, n in zip(anchors, pos, neg, strict=True)]
+    terms = [_term(z, soft) for z in zs]
+    count = len(anchors) if o["reduction"] == "mean" else sum(t > 0 for t in terms)
     for a, p, n, z in zip(anchors, pos, neg, zs, strict=True):
         a, p, n = int(a), int(p), int(n)
         ns = [int(j) for j in np.flatnonzero(labels != labels[a]) if _eq(d[a, j], d[a, n])]
-        slopes = _hinge_slopes(z, False)
+        slopes = _hinge_slopes(z, soft)
         w = _weight(o["reduction"], cot, count, (a, p))
         for j in [p, *ns]:
             emb.weigh(a, j, w * max(slopes))
@@ -468,19 +493,25 @@ def _semihard(ref_in, kw, cot, paths=False):
         tied = {k: v for k, v in (("negative", ns), ("slope", slopes)) if len(v) > 1}
         model.groups.append(_Group(
             where=f"positive pair ({a}, {p})", choices=choices, vecs=np.array(vecs),
-            ref=ref, names={"negative": "semi-hard negatives",
-                            "slope": "a hinge exactly at 0"}, tied=tied))
+            ref=ref, names={"negative": "hardest negatives" if hardest else
+                            "semi-hard negatives", "slope": "a hinge exactly at 0"},
+            tied=tied))
     # a negative exactly at d_ap is not semi-hard, one farther by any epsilon is
-    if any(_eq(d[a, p], d[a, j]) for a, p in zip(anchors, pos, strict=True)
+    if not hardest and any(_eq(d[a, p], d[a, j]) for a, p in zip(anchors, pos, strict=True)
            for j in np.flatnonzero(labels != labels[a])):
         model.jumps = True
     emb.balls(model)
     return _mark_jumps(model, o["reduction"], count)
 
 
+def _hardest_negative(ref_in, kw, cot, paths=False):
+    return _semihard(ref_in, kw, cot, paths, hardest=True)
+
+
 def _batch_all(ref_in, kw, cot, paths=False):
     o = _options(kw, {"margin": 1.0, "metric": "euclidean", "soft": False,
-                      "normalize": False, "reduction": "mean_nonzero"})
+                      "normalize": False, "reduction": "mean_nonzero", "pairs": "ordered"})
+    unordered = o["pairs"] == "unordered"  # each positive pair once, lower index as anchor
     x, labels, model = _labeled_model(ref_in, paths)
     if o["soft"] or x.shape[0] == 0:
         return model  # softplus is smooth: no tie
@@ -488,7 +519,8 @@ def _batch_all(ref_in, kw, cot, paths=False):
     d = emb.d
     b = x.shape[0]
     trip = [(a, p, n) for a in range(b) for p in range(b) for n in range(b)
-            if p != a and labels[p] == labels[a] and labels[n] != labels[a]]
+            if (p > a if unordered else p != a) and labels[p] == labels[a]
+            and labels[n] != labels[a]]
     zs = {t: (d[t[0], t[1]] + o["margin"]) - d[t[0], t[2]] for t in trip}
     count = len(trip) if o["reduction"] == "mean" else sum(z > 0 for z in zs.values())
     for (a, p, n), z in zs.items():
