@@ -157,3 +157,21 @@ def test_the_cause_survives_save_and_load(tmp_path):
                         max_examples=EXAMPLES)
     cx, _ = load_counterexample(report.save(tmp_path / "flip.npz"))
     assert cx.cause == report.counterexample.cause != ""
+
+
+def test_a_compat_preset_that_matches_is_named():
+    losses = pytest.importorskip("pytorch_metric_learning.losses")
+    loss = losses.ContrastiveLoss()
+
+    def pml(embeddings, labels):
+        return loss(embeddings, labels)
+
+    batch = st.just({"x": np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+                     "labels": np.array([0, 0, 1])})
+    report = crosscheck(pml, "contrastive_loss_all_pairs", framework="torch",
+                        reference_kwargs={"power": 1, "normalize": True,
+                                          "reduction": "mean_nonzero"},
+                        inputs=batch, max_examples=1)
+    assert not report.agrees
+    assert ("cause: candidate computes the compat preset refloss.compat.pml.contrastive_loss"
+            " with its defaults") in report.difference, report.difference

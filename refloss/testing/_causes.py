@@ -56,6 +56,7 @@ class Cause:
     reference: Callable[[], Callable] | None = None
     ref_kwargs: Callable[[Mapping], dict] | None = None
     path: str | None = None
+    roles: tuple | None = None  # the replacing reference's argument order
     gradient_only: bool = False
     tags: frozenset = field(default_factory=frozenset)
 
@@ -279,7 +280,7 @@ def _name_cause(setup, outcome, fresh: int) -> str:
         except _CandidateFailure:
             continue
     ref = (setup.reference, setup.ref_kwargs)
-    applicable = [c for c in CAUSES if c.applies(*ref)
+    applicable = [c for c in (*CAUSES, *_presets(setup)) if c.applies(*ref)
                   and (want_grad or not c.gradient_only)]
     n = len(examples)
     for cause in applicable:
@@ -296,6 +297,43 @@ def _name_cause(setup, outcome, fresh: int) -> str:
     if k is not None:
         return f"cause: candidate = {k} × reference on every example ({n} tried)"
     return ""
+
+
+def _presets(setup) -> list[Cause]:
+    """Every compat preset that takes the reference's inputs, with its own
+    defaults: "your loss is pytorch-metric-learning's" is a cause too."""
+    import importlib
+    import pkgutil
+
+    import refloss.compat as compat
+
+    from ._setup import _reference_roles, reference_name
+
+    out = []
+    for info in pkgutil.iter_modules(compat.__path__):
+        if info.name.startswith("_"):
+            continue
+        try:
+            mod = importlib.import_module(f"refloss.compat.{info.name}")
+        except ImportError:
+            continue
+        for attr in getattr(mod, "__all__", []):
+            fn = getattr(mod, attr, None)
+            if fn is None or fn is setup.reference or not callable(fn):
+                continue
+            try:
+                roles = _reference_roles(fn, attr, {})
+            except ValueError:
+                continue
+            if set(roles) != set(setup.ref_roles):
+                continue
+            name = reference_name(fn)
+            out.append(Cause(
+                name=name, words=f"candidate computes the compat preset {name} with its "
+                                 f"defaults", applies=lambda fn, kw: True,
+                reference=lambda fn=fn: fn, ref_kwargs=lambda kw: {}, roles=tuple(roles),
+                tags=frozenset({"preset"})))
+    return out
 
 
 def _cot(rng, shape):
@@ -345,7 +383,8 @@ def _variant(setup, causes, inputs, cot, want_grad):
             inputs = c.transform(inputs)
         factor *= c.factor(inputs) if callable(c.factor) else c.factor
         path = c.path or path
-    args = [inputs[r] for r in setup.ref_roles]
+    order = next((c.roles for c in causes if c.roles), None) or setup.ref_roles
+    args = [inputs[r] for r in order]
     if path is not None:
         from ._ties import tie_model
 
@@ -366,7 +405,7 @@ def _variant(setup, causes, inputs, cot, want_grad):
                      for v in (value if isinstance(value, tuple) else (value,))), None
     value, pull = refloss.vjp(fn, *args, **kw)
     grads = {r: factor * np.asarray(g, dtype=np.float64)
-             for r, g in zip(setup.ref_roles, pull(cot), strict=False) if g is not None}
+             for r, g in zip(order, pull(cot), strict=False) if g is not None}
     values = value if isinstance(value, tuple) else (value,)
     return tuple(factor * np.asarray(v, dtype=np.float64) for v in values), grads
 
