@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _ties
 from ._run import (
     _arrays,
     _call_candidate,
@@ -93,6 +94,7 @@ class _Outcome:
     ref_grads: dict = field(default_factory=dict)
     cotangent: Any = None
     rng_seed: int = 0
+    tie_note: str = ""  # an agreement at a tie, in words
 
 
 def _rel_error(c: np.ndarray, r: np.ndarray, floor: float) -> float:
@@ -171,7 +173,7 @@ def _evaluate_once(setup: _Setup, bundle: Mapping, rng_seed: int) -> _Outcome:
 
 def _compare_grads(setup, ref_in, cand_grads, ref_grads, cot, base) -> _Outcome:
     worst, skipped = 0.0, False
-    shown = {}
+    shown, failed = {}, []
     for role in setup.ref_roles:
         r = ref_grads.get(role)
         if r is None or KINDS[role] != "float":
@@ -184,23 +186,66 @@ def _compare_grads(setup, ref_in, cand_grads, ref_grads, cot, base) -> _Outcome:
                 f"returned a gradient of {role} of shape {c.shape}, expected {r.shape}",
                 dict(base["inputs"]))
         err = _rel_error(c, r, setup.tol.floor)
-        bad = bool(np.any(~np.isfinite(c) & np.isfinite(r)))
         if err > setup.tol.grad:
-            if not bad and _reference_kink(setup, ref_in, role, c - r, cot, r):
-                skipped = True
-                continue
-            base["cand_grads"] = {**shown, **{k: v for k, v in cand_grads.items()
-                                              if v is not None and k not in shown}}
-            return _Outcome(agree=False, kind="gradient", role=role, grad_error=err, **base)
-        worst = max(worst, err)
+            failed.append((role, err, bool(np.any(~np.isfinite(c) & np.isfinite(r)))))
+        else:
+            worst = max(worst, err)
+    if not failed:
+        base["cand_grads"] = shown
+        return _Outcome(agree=True, grad_error=worst, **base)
+    model = None if any(bad for _, _, bad in failed) else _ties.tie_model(setup, ref_in, cot)
+    if model is not None:
+        # the reference knows its ties: the candidate agrees when its gradient
+        # lies in the subdifferential, and only then
+        at_tie = _in_subdifferential(setup, model, shown, ref_grads)
+        if at_tie is not None:
+            err, note = at_tie
+            base["cand_grads"] = shown
+            return _Outcome(agree=True, grad_error=max(worst, err), tie_note=note, **base)
+        role, err, _ = failed[0]
+        out = _disagree(cand_grads, shown, role, err, base)
+        if model.groups:
+            where = "; ".join(g.where for g in model.groups[:3])
+            more = ", ..." if len(model.groups) > 3 else ""
+            diff = float(np.max(np.abs(shown[role] - ref_grads[role])))
+            out.message = (f"gradient of {role} differs (max |difference| {diff:.6g}) and lies "
+                           f"off the reference's subdifferential at its ties ({where}{more})")
+        return out
+    for role, err, bad in failed:
+        if not bad and _reference_kink(setup, ref_in, role, shown[role] - ref_grads[role],
+                                       cot, ref_grads[role]):
+            skipped = True
+            continue
+        return _disagree(cand_grads, shown, role, err, base)
     base["cand_grads"] = shown
     return _Outcome(agree=True, skipped=skipped, grad_error=worst, **base)
 
 
+def _disagree(cand_grads, shown, role, err, base) -> _Outcome:
+    base["cand_grads"] = {**shown, **{k: v for k, v in cand_grads.items()
+                                      if v is not None and k not in shown}}
+    return _Outcome(agree=False, kind="gradient", role=role, grad_error=err, **base)
+
+
+def _in_subdifferential(setup, model, cand, ref_grads):
+    """``(error, words)`` when the candidate's gradient lies in the reference's
+    subdifferential at its ties (within the dtype's tolerance), else None."""
+    if not model.groups:
+        return None
+    ref_flat = model.flat(ref_grads)
+    point, weights = _ties.closest(model, ref_flat, model.flat(cand))
+    fit = model.unflat(point)
+    err = max(_rel_error(cand[r], fit[r], setup.tol.floor) for r in model.roles)
+    if err > setup.tol.grad:
+        return None
+    return err, _ties.words(model, weights)
+
+
 def _compare_fd(setup, ref_in, ref_grads, cot, rng, base) -> _Outcome:
-    worst, skipped = 0.0, False
+    worst, skipped, note = 0.0, False, ""
     x64 = {r: a for r, a in ref_in.items()}
     f0 = _candidate_scalar(setup, x64, cot)
+    model: Any = False  # not built yet
     for role in setup.ref_roles:
         r = ref_grads.get(role)
         if r is None or KINDS[role] != "float" or r.size == 0:
@@ -217,18 +262,41 @@ def _compare_fd(setup, ref_in, ref_grads, cot, rng, base) -> _Outcome:
             err = (abs(s_c - s_r) / max(abs(s_r), _FD_FLOOR) if math.isfinite(s_c)
                    else math.inf)
             if err > setup.tol.fd:
-                sp, sm = (fp - f0) / h, (f0 - fm) / h
-                kink_c = math.isfinite(sp) and math.isfinite(sm) and _jump(sp, sm)
-                if kink_c or _reference_kink(setup, ref_in, role, v, cot, r):
-                    skipped = True
-                    continue
+                if model is False:
+                    model = _ties.tie_model(setup, ref_in, cot)
+                if model is not None and not model.jumps:
+                    # a central difference at a tie averages the one-sided slopes:
+                    # it lies between the extremes of <s, v> over the subdifferential
+                    tie = _fd_in_range(setup, model, ref_grads, role, v, s_c, s_r)
+                    if tie is not None:
+                        note = note or tie
+                        continue
+                else:
+                    sp, sm = (fp - f0) / h, (f0 - fm) / h
+                    kink_c = math.isfinite(sp) and math.isfinite(sm) and _jump(sp, sm)
+                    if kink_c or _reference_kink(setup, ref_in, role, v, cot, r):
+                        skipped = True
+                        continue
                 msg = (f"directional derivative of the value in {role} along a random "
                        f"direction: candidate (finite differences) {s_c:.9g} vs reference "
                        f"{s_r:.9g}")
                 return _Outcome(agree=False, kind="gradient", role=role, grad_error=err,
                                 message=msg, **base)
             worst = max(worst, err)
-    return _Outcome(agree=True, skipped=skipped, grad_error=worst, **base)
+    return _Outcome(agree=True, skipped=skipped, grad_error=worst, tie_note=note, **base)
+
+
+def _fd_in_range(setup, model, ref_grads, role, v, s_c, s_r) -> str | None:
+    if not model.groups or not math.isfinite(s_c):
+        return None
+    direction = {k: np.zeros(model.shapes[k]) for k in model.roles}
+    direction[role] = v
+    lo, hi = _ties.slope_range(model, model.flat(ref_grads), model.flat(direction))
+    slack = setup.tol.fd * max(abs(s_r), _FD_FLOOR)
+    if not lo - slack <= s_c <= hi + slack:
+        return None
+    return (f"at a tie, the candidate's slope {s_c:.6g} along a random direction in {role} "
+            f"lies in the reference's range [{lo:.6g}, {hi:.6g}] (its own {s_r:.6g})")
 
 
 def _jump(sp: float, sm: float) -> bool:

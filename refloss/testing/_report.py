@@ -43,7 +43,9 @@ class Counterexample:
     or "nondeterministic" (``candidate_value`` and ``second_value`` are two
     calls on the same input); ``role`` names the differing gradient;
     ``cotangent`` is the upstream gradient used (a random scale for a scalar
-    loss, a random array otherwise).
+    loss, a random array otherwise);
+    ``cause`` the named variant of the reference that explains the difference
+    on every example tried, or "".
     """
 
     kind: str
@@ -60,6 +62,7 @@ class Counterexample:
     rng_seed: int = 0
     frames: list[str] = field(default_factory=list)
     second_value: tuple = ()
+    cause: str = ""  # the named cause that explains it ("" when none does)
 
     @property
     def size(self) -> int:
@@ -83,7 +86,10 @@ class Report:
     where a gradient sat on a kink or a float32 value was ill-conditioned
     (see docs/crosscheck.md); ``value_error`` / ``grad_error`` are the worst
     relative errors seen (``grad_error`` None when gradients were not
-    compared); ``tolerance`` the bounds they were held to.
+    compared); ``tolerance`` the bounds they were held to; ``at_ties``
+    counts the examples where the gradients differ at an exact tie of the
+    reference and the candidate's lies in the reference's subdifferential
+    (agreements), ``tie_note`` says how on the first of them.
     """
 
     candidate: str
@@ -105,6 +111,8 @@ class Report:
     saved_to: str | None = None
     findings: list[Counterexample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    at_ties: int = 0
+    tie_note: str = ""
 
     def __post_init__(self) -> None:
         if self.counterexample is not None and not self.findings:
@@ -173,6 +181,11 @@ class Report:
         if self.meta.get("domain"):
             lines.append(f"domain: {_kwargs(self.meta['domain'])}")
         lines.append(f"verdict: {self._head()}")
+        if self.at_ties:
+            lines.append(
+                f"ties: {_count(self.at_ties, 'example')} at a tie of the reference, where "
+                f"the candidate's gradient lies in its subdifferential; first: {self.tie_note}"
+            )
         grad = "not compared" if self.grad_error is None else _num(self.grad_error)
         tol = ", ".join(f"{k} {_num(v)}" for k, v in self.tolerance.items())
         lines.append(
@@ -252,6 +265,7 @@ class Report:
             role=cx.role,
             message=cx.message,
             rng_seed=cx.rng_seed,
+            cause=cx.cause,
             value_error=cx.value_error,
             grad_error=cx.grad_error,
             grad_method=self.grad_method,
@@ -317,6 +331,7 @@ def load_counterexample(path: str | os.PathLike) -> tuple[Counterexample, dict]:
         rng_seed=int(meta.get("rng_seed", 0)),
         frames=list(meta.get("frames") or []),
         second_value=ordered(grouped("second.value.")),
+        cause=str(meta.get("cause", "")),
     )
     return cx, meta
 

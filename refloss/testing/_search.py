@@ -167,11 +167,16 @@ class _Stats:
     grad_error: float | None = None
     crashes: int = 0
     nondeterministic: int = 0
+    at_tie: int = 0  # agreements judged by the reference's subdifferential
+    tie_note: str = ""
 
     def add(self, outcome: _Outcome) -> None:
         if not self.failed:
             self.examples += 1
             self.skipped += int(outcome.skipped)
+            if outcome.agree and outcome.tie_note:
+                self.at_tie += 1
+                self.tie_note = self.tie_note or outcome.tie_note
         self.value_error = max(self.value_error, outcome.value_error)
         if outcome.grad_error is not None:
             self.grad_error = max(self.grad_error or 0.0, outcome.grad_error)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ._causes import name_cause
 from ._domain import Domain
 from ._judge import TOLERANCES, Tolerance, _evaluate, _fd_gradient, _Outcome
 from ._probes import _Event, cotangent_words, crash_event, generators_restored, shrink_crash
@@ -115,6 +116,7 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
             if g is not None:
                 cand_grads[role] = g
     return Counterexample(
+        cause=name_cause(setup, outcome),
         kind=outcome.kind, inputs=dict(outcome.inputs),
         candidate_value=tuple(outcome.cand_outputs), reference_value=tuple(outcome.ref_outputs),
         candidate_grads=cand_grads, reference_grads=ref_grads, role=outcome.role,
@@ -184,6 +186,7 @@ def _report(setup: _Setup, stats: _Stats, failing: _Outcome | None, seed,
         reference_kwargs=setup.ref_kwargs, candidate_kwargs=setup.cand_kwargs, seed=seed,
         grad_method=setup.grad_method if setup.grad else "none", meta=meta,
         notes=list(setup.notes),
+        at_ties=stats.at_tie, tie_note=stats.tie_note,
     )
 
 
