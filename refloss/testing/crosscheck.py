@@ -115,8 +115,11 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
             g = _fd_gradient(setup, outcome.inputs, role, outcome.cotangent)
             if g is not None:
                 cand_grads[role] = g
+    # a crash, a nondeterministic value or an out-of-range random choice is
+    # no variant of the reference: only plain value/gradient differences get a cause
+    named = outcome.kind in ("value", "gradient") and not outcome.message
     return Counterexample(
-        cause=name_cause(setup, outcome),
+        cause=name_cause(setup, outcome) if named else "",
         kind=outcome.kind, inputs=dict(outcome.inputs),
         candidate_value=tuple(outcome.cand_outputs), reference_value=tuple(outcome.ref_outputs),
         candidate_grads=cand_grads, reference_grads=ref_grads, role=outcome.role,
