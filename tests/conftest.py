@@ -34,6 +34,15 @@ settings.register_profile(
     max_examples=500,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
 )
+# The soak (tests/test_soak.py, docs/testing.md "Soak"): random, and each soak
+# test sets its own example count (about 10^5 in all); other tests run 1000.
+settings.register_profile(
+    "soak",
+    deadline=None,
+    max_examples=1000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 try:  # the tests use tiny tensors: intra-op threads only add contention

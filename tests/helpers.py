@@ -6,6 +6,7 @@ the finite differences run in NumPy) and moved with ``backend.asarray``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -310,3 +311,222 @@ def kink_gap(x: np.ndarray, candidates: list, *, margin: float, metric: str, sof
     if (metric == "cosine" or normalize) and x.shape[0]:
         gaps.append(np.linalg.norm(x, axis=1).min())
     return float(min(gaps))
+# brute-force oracles for the soak (tests/test_soak.py)
+#
+# Loops over rows, pairs and triplets in NumPy float64, transcribed from the
+# definitions in DESIGN.md ("Semantics"); they share no code with refloss.
+# Norms scale each row by its largest coordinate first, so every finite row
+# (1e-300 or 1e300) has its true norm. Besides the value, each loss oracle
+# returns how far its input lies from the nearest kink (distance 0, a zero
+# row, a hinge at 0, a tie in a max / min, the semi-hard boundary), so a
+# finite-difference test can keep away from them.
+
+
+def oracle_norm(u: np.ndarray) -> float:
+    """‖u‖ computed as peak·‖u / peak‖ (peak = max |u_k|): no under/overflow."""
+    u = np.asarray(u, dtype=np.float64)
+    peak = float(np.max(np.abs(u))) if u.size else 0.0
+    if peak == 0.0:
+        return 0.0
+    s = u / peak
+    return peak * math.sqrt(float(np.sum(s * s)))
+
+
+def oracle_unit(u: np.ndarray) -> np.ndarray:
+    """u / ‖u‖; a zero row stays zero."""
+    u = np.asarray(u, dtype=np.float64)
+    peak = float(np.max(np.abs(u))) if u.size else 0.0
+    if peak == 0.0:
+        return np.zeros_like(u)
+    s = u / peak
+    return s / math.sqrt(float(np.sum(s * s)))
+
+
+def oracle_distance(u: np.ndarray, v: np.ndarray, metric: str) -> float:
+    """d(u, v) from u − v; cosine is ½‖û − v̂‖², and 1 when either row is zero."""
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    if metric == "cosine":
+        if not np.any(u) or not np.any(v):
+            return 1.0
+        w = oracle_unit(u) - oracle_unit(v)
+        return 0.5 * float(np.sum(w * w))
+    n = oracle_norm(u - v)
+    return n if metric == "euclidean" else n * n
+
+
+def oracle_pairwise(x: np.ndarray, y: np.ndarray | None, metric: str) -> np.ndarray:
+    y = x if y is None else y
+    out = np.zeros((x.shape[0], y.shape[0]))
+    for i in range(x.shape[0]):
+        for j in range(y.shape[0]):
+            out[i, j] = oracle_distance(x[i], y[j], metric)
+    return out
+
+
+def oracle_mine(dm: np.ndarray, labels: np.ndarray, kind: str) -> list:
+    """Mined (a, p, n) triplets; ties go to the lowest index (strict comparisons).
+
+    kind "all": every valid triplet; "hard": per anchor the farthest positive
+    and the nearest negative; "semihard": per positive pair the nearest
+    negative strictly farther than the positive, else the farthest negative.
+    """
+    b = len(labels)
+    out = []
+    for a in range(b):
+        pos = [p for p in range(b) if p != a and labels[p] == labels[a]]
+        neg = [n for n in range(b) if labels[n] != labels[a]]
+        if not pos or not neg:
+            continue
+        if kind == "all":
+            out += [(a, p, n) for p in pos for n in neg]
+        elif kind == "hard":
+            p_star, n_star = pos[0], neg[0]
+            for p in pos:
+                if dm[a, p] > dm[a, p_star]:
+                    p_star = p
+            for n in neg:
+                if dm[a, n] < dm[a, n_star]:
+                    n_star = n
+            out.append((a, p_star, n_star))
+        else:
+            for p in pos:
+                n_star = None
+                for n in neg:
+                    if dm[a, n] > dm[a, p] and (n_star is None or dm[a, n] < dm[a, n_star]):
+                        n_star = n
+                if n_star is None:
+                    n_star = neg[0]
+                    for n in neg:
+                        if dm[a, n] > dm[a, n_star]:
+                            n_star = n
+                out.append((a, p, n_star))
+    return out
+
+
+def _oracle_softplus(z: float) -> float:
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+def _oracle_reduce(terms: np.ndarray, n_terms: int, n_positive: int, reduction: str):
+    if reduction == "none":
+        return terms
+    total = float(np.sum(terms))
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / n_terms if n_terms else 0.0
+    return total / n_positive if n_positive else 0.0
+
+
+def _oracle_row_gap(dm: np.ndarray, a: int) -> float:
+    """Smallest gap between two entries of row a (the diagonal left out)."""
+    row = np.sort(np.delete(dm[a], a))
+    return float(np.min(np.diff(row))) if row.size > 1 else math.inf
+
+
+def oracle_loss(name: str, arrays: list, aux: Any, opts: dict) -> tuple:
+    """``(value, kink)`` of a public loss or distance by brute force.
+
+    ``arrays`` are the floating arguments (NumPy), ``aux`` the labels or
+    ``same`` flags (None for distances, the labels for center_loss), ``opts``
+    the keyword options. ``kink`` is the distance to the nearest kink in
+    units where 1e-4 is "safe for h = 1e-6 central differences": hinge and
+    tie gaps as they are, distances to 0 and row norms divided by 100 (the
+    curvature of ‖·‖ grows like 1/d there).
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    metric = opts.get("metric", "euclidean")
+    reduction = opts.get("reduction", "mean")
+    normalize = opts.get("normalize", False)
+    kinks = [math.inf]
+
+    def prep(x):
+        if metric == "cosine" or normalize:
+            kinks.extend(oracle_norm(r) / 100 for r in x)
+        return np.array([oracle_unit(r) for r in x]).reshape(x.shape) if normalize else x
+
+    def dist(u, v):
+        d = oracle_distance(u, v, metric)
+        if metric == "euclidean":
+            kinks.append(d / 100)
+        return d
+
+    if name == "pairwise_distances":
+        x = prep(arrays[0])
+        y = prep(arrays[1]) if len(arrays) > 1 else None
+        dm = oracle_pairwise(x, y, metric)
+        if metric == "euclidean":
+            off = dm if y is not None else dm[~np.eye(len(x), dtype=bool)]
+            kinks.extend(off.ravel() / 100)
+        return dm, min(kinks)
+    if name == "paired_distances":
+        a, b = prep(arrays[0]), prep(arrays[1])
+        return np.array([dist(u, v) for u, v in zip(a, b)]).reshape(len(a)), min(kinks)
+    if name == "center_loss":
+        x, centers = arrays
+        norms = [oracle_norm(x[i] - centers[aux[i]]) for i in range(len(x))]
+        terms = np.array([0.5 * n * n for n in norms]).reshape(len(x))
+        if reduction == "mean":  # the Caffe layer: divide by the batch size
+            return (float(np.sum(terms)) / len(x) if len(x) else 0.0), min(kinks)
+        return _oracle_reduce(terms, len(x), 0, reduction), min(kinks)
+
+    margin = opts.get("margin", 1.0)
+    if name in ("contrastive_loss", "contrastive_loss_all_pairs"):
+        pos_margin, power = opts.get("pos_margin", 0.0), opts.get("power", 2)
+        if name == "contrastive_loss":
+            a, b = prep(arrays[0]), prep(arrays[1])
+            pairs = [(a[i], b[i], bool(aux[i])) for i in range(len(a))]
+        else:
+            x = prep(arrays[0])
+            pairs = [(x[i], x[j], bool(aux[i] == aux[j]))
+                     for i in range(len(x)) for j in range(i + 1, len(x))]
+        terms = []
+        for u, v, same in pairs:
+            d = dist(u, v)
+            arg = d - pos_margin if same else margin - d
+            kinks.append(abs(arg))
+            terms.append(max(arg, 0.0) ** power)
+        terms = np.array(terms, dtype=np.float64).reshape(len(pairs))
+        return _oracle_reduce(terms, len(terms), int(np.sum(terms > 0)), reduction), min(kinks)
+
+    soft = opts.get("soft", False)
+
+    def term(d_ap, d_an):
+        if soft:
+            return _oracle_softplus(d_ap - d_an)
+        kinks.append(abs(d_ap - d_an + margin))
+        return max(d_ap - d_an + margin, 0.0)
+
+    if name == "triplet_margin_loss":
+        a, p, n = (prep(t) for t in arrays)
+        terms = []
+        for i in range(len(a)):
+            d_ap, d_an = dist(a[i], p[i]), dist(a[i], n[i])
+            if opts.get("swap", False):
+                d_pn = dist(p[i], n[i])
+                kinks.append(abs(d_an - d_pn))
+                d_an = min(d_an, d_pn)
+            terms.append(term(d_ap, d_an))
+        terms = np.array(terms, dtype=np.float64).reshape(len(a))
+        return _oracle_reduce(terms, len(terms), int(np.sum(terms > 0)), reduction), min(kinks)
+
+    x = prep(arrays[0])
+    labels = np.asarray(aux)
+    b = len(x)
+    dm = oracle_pairwise(x, None, metric)
+    if metric == "euclidean":
+        kinks.extend(dm[~np.eye(b, dtype=bool)].ravel() / 100)
+    kind = {"batch_all_triplet_loss": "all", "batch_hard_triplet_loss": "hard",
+            "semihard_triplet_loss": "semihard"}[name]
+    triplets = oracle_mine(dm, labels, kind)
+    if kind != "all":
+        kinks.extend(_oracle_row_gap(dm, a) for a in {t[0] for t in triplets})
+    terms = np.zeros((b,) if kind == "hard" else (b, b))
+    values = []
+    for a, p, n in triplets:
+        v = term(dm[a, p], dm[a, n])
+        values.append(v)
+        terms[a if kind == "hard" else (a, p)] += v
+    n_pos = sum(v > 0 for v in values)
+    return _oracle_reduce(terms, len(triplets), n_pos, reduction), min(kinks)
