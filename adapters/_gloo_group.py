@@ -142,7 +142,8 @@ def _serve(rank: int, world: int, store: str, conn: Any) -> None:
 def candidate_step(rank: int, world: int, payload: dict) -> dict:
     """Run a candidate loss on this rank's shard and backpropagate its value.
 
-    ``payload``: ``candidate`` (picklable), ``kwargs``, ``x`` and ``labels``
+    ``payload``: ``candidate`` (picklable, or ``("spec", "MODULE:FUNCTION",
+    init_kwargs)`` to load it here), ``kwargs``, ``x`` and ``labels``
     of the whole batch (NumPy), ``sizes`` (rows per rank, in rank order),
     ``dtype`` and ``output`` (the index of the value in a tuple, or None).
     Returns this rank's ``value`` (float), ``grad`` (NumPy, or None when the
@@ -156,7 +157,12 @@ def candidate_step(rank: int, world: int, payload: dict) -> dict:
     dtype = getattr(torch, payload["dtype"])
     x = torch.tensor(payload["x"][rows], dtype=dtype, requires_grad=True)
     labels = torch.tensor(payload["labels"][rows], dtype=torch.int64)
-    value = payload["candidate"](x, labels, **payload["kwargs"])
+    candidate = payload["candidate"]
+    if isinstance(candidate, tuple) and candidate[:1] == ("spec",):
+        from refloss.testing import load_candidate
+
+        candidate = load_candidate(candidate[1], candidate[2])
+    value = candidate(x, labels, **payload["kwargs"])
     if isinstance(value, (tuple, list)):
         value = value[payload["output"] or 0]
     if not isinstance(value, torch.Tensor) or value.numel() != 1:

@@ -4,11 +4,10 @@ each classic kind. Module-level, so that spawned ranks can import them."""
 
 from __future__ import annotations
 
-import torch
-import torch.distributed as dist
-
 import refloss.adapters.distributed as rd
 import refloss.adapters.torch as rt
+import torch
+import torch.distributed as dist
 
 
 def correct(x, labels, margin=0.3):

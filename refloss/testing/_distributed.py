@@ -41,8 +41,11 @@ FAULTS = {
     "shard-local mining":
         "the common value is the mean (or sum) over ranks of the per-shard losses "
         "L(X_r, Y_r): each rank mined only within its own shard",
-    "value scaled":
-        "the common value is c·L (e.g. loss × W left in the value)",
+    "value × W":
+        "the common value is W·L: a world-size factor in the value (the gradient may "
+        "still be right)",
+    "value ÷ W":
+        "the common value is L/W",
     "no gradient":
         "the shards get no gradient: a plain all_gather (no backward) and the local "
         "rows not put back into the gathered batch",
@@ -193,8 +196,8 @@ def crosscheck_distributed(
     import refloss as rl
 
     from ._judge import TOLERANCES
-    from ._setup import _check_kwargs, _check_options, _reference_roles
     from ._names import _candidate_name, reference_name, resolve_reference
+    from ._setup import _check_kwargs, _check_options, _reference_roles
 
     _check_options("torch", dtype, grad, max_examples, seed, None)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
@@ -218,6 +221,11 @@ def crosscheck_distributed(
 
     from refloss.adapters import _gloo_group
 
+    # a candidate loaded from MODULE:FUNCTION is a wrapper that does not
+    # pickle: the ranks load it again from its spec
+    spec = getattr(candidate, "__refloss_candidate__", None)
+    sent = (("spec", spec, getattr(candidate, "__refloss_init_kwargs__", None))
+            if isinstance(spec, str) else candidate)
     own = group is None
     if own:
         group = _gloo_group.GlooGroup(world_size, timeout=timeout)
@@ -234,7 +242,7 @@ def crosscheck_distributed(
             value, pull = rl.vjp(ref, x, labels, **ref_kwargs)
             ref_value = float(np.asarray(value[0] if isinstance(value, tuple) else value))
             ref_grad = np.asarray(pull(1.0)[0]) if with_grad else None
-            payload = {"candidate": candidate, "kwargs": cand_kwargs, "x": x,
+            payload = {"candidate": sent, "kwargs": cand_kwargs, "x": x,
                        "labels": labels, "sizes": sizes, "dtype": dtype, "output": output}
             shards = _run(group, _gloo_group, payload)
             fault = _judge(report, shards, x, labels, sizes, ref, ref_kwargs, ref_value,
@@ -314,16 +322,17 @@ def _judge(report: DistributedReport, shards: list[ShardResult], x, labels, size
         lvs = [lv for lv, _ in local]
         if close(v, sum(lvs) / world) or close(v, sum(lvs)):
             faults.append("shard-local mining")
-        elif ref_value != 0 and any(close(v, c * ref_value) for c in (world, 1 / world)):
-            faults.append("value scaled")
-            details.append(f"value / reference = {v / ref_value:.6g} (W = {world})")
+        elif ref_value != 0 and close(v, world * ref_value):
+            faults.append("value × W")
+        elif ref_value != 0 and close(v, ref_value / world):
+            faults.append("value ÷ W")
         else:
             faults.append("values differ from the reference")
     if with_grad:
         faults_g, details_g = _judge_grad(report, shards, ref_grad, local, bounds, scale,
                                           tol, world)
         faults += faults_g
-        details += details_g
+        details += details_g or ["gradient: as expected on every rank"]
     if faults:
         report.faults.extend(faults)
         report.details.extend(details)
