@@ -16,8 +16,8 @@ def correct(x, labels, margin=0.3):
 
 
 def _plain_gather(t):
-    """A plain all_gather of equal-size... of uneven shards: sizes first, then
-    padded rows; no backward."""
+    """A plain all_gather of uneven shards (sizes first, then the rows padded
+    to the largest): no backward."""
     world = dist.get_world_size()
     n = torch.tensor([t.shape[0]])
     sizes = [torch.zeros_like(n) for _ in range(world)]

@@ -114,11 +114,15 @@ class DistributedReport:
         return f"DISAGREE: {', '.join(self.faults)}"
 
     def __str__(self) -> str:
-        head = (f"{self.candidate} on {self.world_size} gloo ranks vs {self.reference}"
-                f"{_kwargs(self.reference_kwargs)} on the whole batch ({self.dtype}, "
-                f"x.grad expected {'W' if self.grad_reduce == 'sum' else '1'}·∂L/∂x_r): "
-                f"{self.verdict.upper()} after {self.examples} batch"
-                f"{'es' if self.examples != 1 else ''}")
+        expected = "W·∂L/∂X_r" if self.grad_reduce == "sum" else "∂L/∂X_r"
+        batches = f"{self.examples} batch{'es' if self.examples != 1 else ''}"
+        head = (f"crosscheck  {self.candidate} on {self.world_size} gloo ranks (each "
+                f"batch in shards, rank order)\n"
+                f"       vs   {self.reference}{_kwargs(self.reference_kwargs) or '()'} "
+                f"on the whole batch\n"
+                f"{self.dtype}, x_r.grad expected {expected} (grad_reduce="
+                f"{self.grad_reduce!r}), {batches}, seed {self.seed}\n"
+                f"verdict: {self.verdict.upper()}")
         lines = [head]
         if self.agrees:
             lines.append(f"  value error {self.value_error:.1e}"

@@ -207,6 +207,8 @@ def crosscheck(
     output: int | None = None,
     same: str | None = None,
     world_size: int | None = None,
+    grad_reduce: str = "sum",
+    even_shards: bool = False,
 ) -> Report:
     """Search for inputs where ``candidate`` disagrees with ``reference``.
 
@@ -270,6 +272,11 @@ def crosscheck(
             ``seed`` and not shrunk; only ``reference_kwargs``,
             ``candidate_kwargs``, ``grad``, ``dtype``, ``max_examples``,
             ``seed``, ``name`` and ``output`` apply.
+        grad_reduce: with ``world_size``: ``"sum"`` expects each shard's
+            gradient to be W·∂L/∂x_r (DDP averages it), ``"mean"`` the plain
+            ∂L/∂x_r.
+        even_shards: with ``world_size``: equal shards only (for candidates
+            built on a plain ``all_gather``, which needs equal sizes).
 
     A value of shape (1,) where the reference returns a scalar is compared
     as the scalar (the report notes it). A torch module that holds an input
@@ -302,7 +309,8 @@ def crosscheck(
         return crosscheck_distributed(
             candidate, reference, world_size=world_size, reference_kwargs=reference_kwargs,
             candidate_kwargs=candidate_kwargs, grad=grad, dtype=dtype,
-            max_examples=max_examples, seed=seed, name=name, output=output)
+            max_examples=max_examples, seed=seed, name=name, output=output,
+            grad_reduce=grad_reduce, even_shards=even_shards)
     _check_options(framework, dtype, grad, max_examples, seed, ties)
     setup = _make_setup(candidate, reference, framework=framework,
                         reference_kwargs=reference_kwargs, candidate_kwargs=candidate_kwargs,
