@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +42,10 @@ class GlooGroup:
             results = group.run(step, payload)   # step(rank, world, payload) per rank
     """
 
-    def __init__(self, world_size: int, *, timeout: float = 60.0) -> None:
+    def __init__(self, world_size: int, *, timeout: float = 60.0,
+                 startup_timeout: float = 300.0) -> None:
+        """Spawn the ranks and wait until each has joined the group
+        (``startup_timeout``); ``timeout`` bounds each task."""
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size: expected an integer >= 1, got {world_size!r}")
         self.world_size = world_size
@@ -58,6 +62,13 @@ class GlooGroup:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
+        # the ranks import torch and join the group: not part of any task's time
+        for rank, conn in enumerate(self._conns):
+            if not conn.poll(startup_timeout):
+                self.close(kill=True)
+                raise GroupHang(f"rank {rank} of {world_size} did not start within "
+                                f"{startup_timeout:g} s", {})
+            conn.recv()
 
     def __enter__(self) -> GlooGroup:
         return self
@@ -76,9 +87,6 @@ class GlooGroup:
         for conn in self._conns:
             conn.send((step, payload))
         answers: dict = {}
-        # the first task also waits for the processes to start (torch import)
-        import time
-
         deadline = time.monotonic() + self.timeout
         while len(answers) < self.world_size:
             left = deadline - time.monotonic()
@@ -121,6 +129,7 @@ def _serve(rank: int, world: int, store: str, conn: Any) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=world)
+    conn.send("ready")
     try:
         while True:
             try:

@@ -74,3 +74,10 @@ def shard_local(x, labels, margin=0.3):
 def own_shard(x, labels, margin=0.3):
     """No gather at all: each rank's loss of its own shard."""
     return rt.batch_hard_triplet_loss(x, labels, margin=margin)
+
+
+def raises_on_rank_one(x, labels, margin=0.3):
+    """Rank 1 raises before the gather: rank 0 waits in it for ever."""
+    if dist.get_rank() == 1:
+        raise ValueError("planted: rank 1 gives up")
+    return rd.batch_hard_triplet_loss(x, labels, margin=margin)

@@ -107,3 +107,12 @@ def test_command_line_world_size(capsys):
                        "--examples", "3"])
     assert status == 1
     assert "fault: gradient ÷ W" in capsys.readouterr().out
+
+
+def test_a_rank_left_in_a_collective_is_killed_and_reported():
+    with GlooGroup(WORLD, timeout=5) as short:
+        report = check(short, cand.raises_on_rank_one, examples=2)
+        assert not short.alive
+    assert report.faults == ["raises"], str(report)
+    assert "planted: rank 1 gives up" in report.details[1]
+    assert "did not finish within 5 s" in report.details[0]
