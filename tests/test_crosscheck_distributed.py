@@ -116,3 +116,19 @@ def test_a_rank_left_in_a_collective_is_killed_and_reported():
     assert report.faults == ["raises"], str(report)
     assert "planted: rank 1 gives up" in report.details[1]
     assert "did not finish within 5 s" in report.details[0]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"world_size": 0}, ValueError, "world_size: expected an integer >= 1, got 0"),
+    ({"world_size": 2, "grad_reduce": "max"}, ValueError,
+     "grad_reduce: expected 'sum' or 'mean', got 'max'"),
+    ({"world_size": 2, "reference": "center_loss"}, ValueError,
+     "world_size: a distributed cross-check takes a labeled-batch reference of (x, labels)"),
+    ({"world_size": 2, "candidate": lambda x, labels: x.sum()}, TypeError,
+     "candidate: expected a picklable callable for world_size"),
+])
+def test_bad_usage_is_refused_before_any_process_starts(kwargs, error, words):
+    kwargs = {"candidate": cand.correct, "reference": "batch_hard_triplet_loss", **kwargs}
+    with pytest.raises(error) as info:
+        crosscheck(kwargs.pop("candidate"), kwargs.pop("reference"), **kwargs)
+    assert words in str(info.value)

@@ -230,6 +230,14 @@ def crosscheck_distributed(
     spec = getattr(candidate, "__refloss_candidate__", None)
     sent = (("spec", spec, getattr(candidate, "__refloss_init_kwargs__", None))
             if isinstance(spec, str) else candidate)
+    import pickle
+
+    try:
+        pickle.dumps(sent)
+    except Exception as exc:  # a lambda, a local function, an unpicklable module
+        raise TypeError(f"candidate: expected a picklable callable for world_size (a "
+                        f"module-level function, or a module whose parts pickle), got "
+                        f"{cand_name} ({type(exc).__name__}: {exc})") from None
     own = group is None
     if own:
         group = _gloo_group.GlooGroup(world_size, timeout=timeout)
