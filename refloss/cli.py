@@ -36,6 +36,7 @@ __all__ = ["main"]
 PROG = "refloss"
 TABLE_EXAMPLES = 30
 TARGET_EXAMPLES = 100
+DISTRIBUTED_EXAMPLES = 20  # batches of a --world-size check (one process group serves them)
 
 
 class UsageError(Exception):
@@ -105,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--examples", type=int, default=None, metavar="N",
                     help=f"inputs per check (default {TARGET_EXAMPLES} with a target, "
                          f"{TABLE_EXAMPLES} for the table)")
+    cc.add_argument("--world-size", type=int, default=None, metavar="W",
+                    help="cross-check a distributed torch loss: run it on the shards of "
+                         "each batch in a gloo group of W CPU processes (default "
+                         f"{DISTRIBUTED_EXAMPLES} batches)")
+    cc.add_argument("--grad-reduce", default="sum", choices=("sum", "mean"),
+                    help="with --world-size: each shard's gradient expected W·dL/dx_r "
+                         "(sum, DDP's convention) or dL/dx_r (mean)")
+    cc.add_argument("--even-shards", action="store_true",
+                    help="with --world-size: equal shards only")
     cc.add_argument("--dtype", default=None, choices=("float64", "float32"),
                     help="dtype of the candidate's inputs (default float64)")
     cc.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
@@ -253,6 +263,15 @@ def _run_target(args: argparse.Namespace, out: TextIO) -> int:
     if sys.path[:1] != [os.getcwd()]:  # the console script does not see the cwd by itself
         sys.path.insert(0, os.getcwd())
     candidate = testing.load_candidate(args.target, init_kwargs or None)
+    if args.world_size is not None:
+        report = testing.crosscheck(
+            candidate, args.reference, reference_kwargs=ref_kwargs,
+            candidate_kwargs=cand_kwargs, grad=not args.no_grad,
+            dtype=args.dtype or "float64", max_examples=args.examples or DISTRIBUTED_EXAMPLES,
+            seed=args.seed, name=args.target, output=args.output, world_size=args.world_size,
+            grad_reduce=args.grad_reduce, even_shards=args.even_shards)
+        out.write(f"{report}\n\n{report.summary()}\n")
+        return 0 if report.agrees else 1
     report = testing.crosscheck(
         candidate, args.reference,
         framework=_framework(testing, args.framework, candidate),

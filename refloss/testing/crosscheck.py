@@ -212,6 +212,9 @@ def crosscheck(
     init_kwargs: Mapping[str, Any] | None = None,
     output: int | None = None,
     same: str | None = None,
+    world_size: int | None = None,
+    grad_reduce: str = "sum",
+    even_shards: bool = False,
 ) -> Report:
     """Search for inputs where ``candidate`` disagrees with ``reference``.
 
@@ -263,6 +266,23 @@ def crosscheck(
             (default), ``"int"`` or ``"float"`` 0/1, plus ``"1=different"``
             (1 marks a dissimilar pair) and ``"column"`` (shape ``[B, 1]``),
             e.g. ``"float,1=different"``.
+        world_size: cross-check a *distributed* torch candidate: it runs on
+            the shards of each batch (uneven, rank order) in a gloo group of
+            this many CPU processes, and its value (the same on every rank)
+            and each shard's gradient (``world_size`` × ∂L/∂x_r, DDP's
+            convention) are compared with the reference on the whole batch;
+            a disagreement names the fault (gradient × W or ÷ W, no
+            gradient, shard-local mining, values differing across ranks).
+            Returns a :class:`refloss.testing._distributed.DistributedReport`;
+            see ``docs/distributed.md``. Batches are drawn with NumPy from
+            ``seed`` and not shrunk; only ``reference_kwargs``,
+            ``candidate_kwargs``, ``grad``, ``dtype``, ``max_examples``,
+            ``seed``, ``name`` and ``output`` apply.
+        grad_reduce: with ``world_size``: ``"sum"`` expects each shard's
+            gradient to be W·∂L/∂x_r (DDP averages it), ``"mean"`` the plain
+            ∂L/∂x_r.
+        even_shards: with ``world_size``: equal shards only (for candidates
+            built on a plain ``all_gather``, which needs equal sizes).
 
     A value of shape (1,) where the reference returns a scalar is compared
     as the scalar (the report notes it). A torch module that holds an input
@@ -289,6 +309,14 @@ def crosscheck(
                             framework="torch", reference_kwargs={"margin": 0.2})
         print(report)
     """
+    if world_size is not None:
+        from ._distributed import crosscheck_distributed
+
+        return crosscheck_distributed(
+            candidate, reference, world_size=world_size, reference_kwargs=reference_kwargs,
+            candidate_kwargs=candidate_kwargs, grad=grad, dtype=dtype,
+            max_examples=max_examples, seed=seed, name=name, output=output,
+            grad_reduce=grad_reduce, even_shards=even_shards)
     _check_options(framework, dtype, grad, max_examples, seed, ties)
     setup = _make_setup(candidate, reference, framework=framework,
                         reference_kwargs=reference_kwargs, candidate_kwargs=candidate_kwargs,
