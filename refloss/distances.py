@@ -21,13 +21,21 @@ Conventions:
   itself included, is 1 (the value ``torch.nn.functional.cosine_similarity``
   and TFA's angular distance give) and its gradient is 0 (torch's is
   ~ -ŷ/eps there);
-* the matrix form uses one GEMM on mean-centred rows (distances do not
-  change under translation, and centring removes the cancellation a large
-  common offset would cause), then recomputes exactly — as
-  :math:`\sum_k (u_k - v_k)^2` from the raw rows — every entry whose GEMM
-  value is small against the rows' norms, where cancellation would spoil
-  it. The result agrees with the direct difference to ~1e-12 relative in
-  float64.
+* bit-identical rows have bit-identical distances to every row, on every
+  backend and dtype: each copy's row and column of the matrix are taken from
+  its lowest-index copy (a GEMM may round one dot product differently at two
+  positions), so ties between copies go to the lowest index everywhere;
+* every scale of the dtype: euclidean and cosine distances are right to a
+  few ulps for every finite input; squared distances where the true value is
+  representable, inf past the largest float;
+* the matrix form divides all rows by one power of two (no square
+  overflows or underflows), runs one GEMM on the mean-centred rows
+  (distances do not change under translation, and centring removes the
+  cancellation a large common offset would cause), then recomputes exactly
+  — from the raw rows, scaled by their largest difference as hypot does —
+  every entry whose GEMM value is small against the rows' norms, where
+  cancellation would spoil it. The result agrees with the direct difference
+  to ~1e-12 relative in float64.
 
 Gradients of the matrix form use the scatter-free identity: with
 :math:`G = \partial L/\partial D` and :math:`K = G \oslash D` (euclidean,
@@ -211,9 +219,10 @@ def _pair_parts(xp, a, b):
     """``(q, m, r, c)`` with ``c·(a − b) = m·q``, ``max|q| = 1`` and ``r = ‖q‖``
     (q = 0, m = 0 for identical rows; r = 1 there, never used).
 
-    c is 1, or 1/4 (exact) for pairs with an entry above max/2, whose raw
-    difference could overflow. Scaling the difference by its own largest
-    entry m, as hypot does, keeps r in [1, sqrt(dim)]: no square underflows
+    c is 1, or 1/16 (exact) for pairs with an entry above max/16, whose raw
+    difference could overflow (or, on XLA, whose m would have a subnormal
+    reciprocal). Scaling the difference by its own largest entry m, as hypot
+    does, keeps r in [1, sqrt(dim)]: no square underflows
     or overflows, so ‖a − b‖ = m·r/c is right to a few ulps at every scale.
     """
     if a.shape[-1] == 0:
@@ -222,7 +231,7 @@ def _pair_parts(xp, a, b):
         return xp.zeros((*zero.shape, 0), dtype=a.dtype, device=_device_of(a)), zero, one, one
     peak = xp.maximum(xp.max(xp.abs(a), axis=-1), xp.max(xp.abs(b), axis=-1))
     one = xp.ones_like(peak)
-    c = xp.where(peak > xp.finfo(a.dtype).max / 2, 0.25 * one, one)
+    c = xp.where(peak > _near_max(xp, a.dtype), 0.0625 * one, one)
     diff = a * c[..., None] - b * c[..., None]
     m = xp.max(xp.abs(diff), axis=-1)
     pos = m > 0
@@ -511,6 +520,11 @@ def _tol(xp, dtype, dim):
     return max(_REFINE_TOL[64 if fi.bits >= 64 else 32], 8.0 * (dim + 2) * float(fi.eps))
 
 
+def _near_max(xp, dtype):
+    """max/16 rounded down to a power of two: above it, rows are scaled by 1/16."""
+    return 2.0 ** (math.frexp(float(xp.finfo(dtype).max))[1] - 5)
+
+
 def _peak(xp, a):
     """max |a| as a 0-d array (0 for an empty array)."""
     if a.shape[0] == 0 or a.shape[1] == 0:
@@ -519,18 +533,19 @@ def _peak(xp, a):
 
 
 def _power_of_two_at_most(xp, v):
-    """The largest power of two <= v (a 0-d array), or 1 where v is 0.
+    """The largest power of two <= v (a 0-d array), clipped to
+    [smallest normal, max/8]: the reciprocal stays normal (XLA on CPU divides
+    by a broadcast scalar through its reciprocal, and flushes subnormals).
 
-    Chosen from a table of every power of two of the dtype (NumPy's
-    ``ldexp`` is exact), since a library's ``pow``/``exp2`` may round.
+    Chosen from a table of the dtype's powers of two (NumPy's ``ldexp`` is
+    exact), since a library's ``pow``/``exp2`` may round.
     """
     fi = xp.finfo(v.dtype)
-    low = math.frexp(float(fi.smallest_normal))[1] - 1 - round(-math.log2(float(fi.eps)))
-    high = math.frexp(float(fi.max))[1] - 1
+    low = math.frexp(float(fi.smallest_normal))[1] - 1
+    high = math.frexp(float(fi.max))[1] - 4
     table = xp.asarray(np.ldexp(1.0, np.arange(low, high + 1)), dtype=v.dtype,
                        device=_device_of(v))
-    p = xp.max(xp.where(table <= v, table, xp.zeros_like(table)))
-    return xp.where(p > 0, p, xp.ones_like(p))
+    return xp.max(xp.where(table <= v, table, table[0]))
 
 
 def _eye(xp, n, like):
@@ -584,9 +599,13 @@ def pairwise_distances(x: Any, y: Any = None, *, metric: str = "euclidean") -> A
     sqeuclidean; cosine goes through the normalisation (see
     :func:`refloss.l2_normalize`). For ``y=None`` both terms land on ``x``.
 
-    Accuracy: one GEMM on mean-centred rows, with the entries that
-    cancellation would spoil recomputed exactly; identical rows give exactly
-    0 and the euclidean gradient there is 0 (see the module docstring).
+    Accuracy: one GEMM on rows scaled by a power of two and mean-centred,
+    with the entries that cancellation would spoil recomputed exactly;
+    identical rows give exactly 0 and the euclidean gradient there is 0;
+    bit-identical rows have bit-identical distances to every row (ties go
+    to the lowest index on every backend); right to a few ulps at every scale
+    of the dtype, inf where a squared distance passes the largest float (see
+    the module docstring and docs/errors.md, "Scale range").
 
     Args:
         x: ``[B, D]`` floating array.
@@ -622,7 +641,8 @@ def _paired_bwd(residuals, g):
 def paired_distances(a: Any, b: Any, *, metric: str = "euclidean") -> Any:
     r"""Row-wise distances :math:`d_i = d(a_i, b_i)`.
 
-    Computed directly from :math:`a_i - b_i` (exact; no GEMM). For cosine,
+    Computed directly from :math:`a_i - b_i`, scaled by its largest entry as
+    hypot does (exact at every scale; no GEMM). For cosine,
     :math:`\tfrac12\lVert\hat a_i - \hat b_i\rVert^2`, which equals
     :math:`1 - \hat a_i\cdot\hat b_i` and keeps a relative error of about
     eps/‖â − b̂‖ for near-parallel rows (where 1 − â·b̂ loses everything);

@@ -15,6 +15,7 @@ zero vector and its gradient is 0 — finite, where the common
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import device as _device
@@ -53,21 +54,28 @@ def normalize_forward(xp: Any, x: Any):
     # double where: no division by 0 and no sqrt at 0 is ever evaluated, so
     # autograd through this forward agrees with the zero-row convention
     peak = xp.where(nonzero, peak, xp.ones_like(peak))
-    scaled = x / peak[:, None]
+    # rows above max/16 are scaled by 1/16 (exact) first, so that 1/peak
+    # stays normal: XLA on CPU divides by a broadcast value through its
+    # reciprocal and flushes subnormals, which would zero such rows
+    one = xp.ones_like(peak)
+    big = 2.0 ** (math.frexp(float(xp.finfo(x.dtype).max))[1] - 5)
+    c = xp.where(peak > big, 0.0625 * one, one)
+    peak = peak * c
+    scaled = (x * c[:, None]) / peak[:, None]
     # a fixed-order sum: bit-identical rows get bit-identical unit vectors,
     # which the distances' tie rule relies on
     norm = xp.sqrt(xp.where(nonzero, tree_sum(xp, scaled * scaled), xp.ones_like(peak)))
     xhat = xp.where(nonzero[:, None], scaled / norm[:, None], xp.zeros_like(x))
-    return xhat, (xhat, peak, nonzero, norm)
+    return xhat, (xhat, peak, nonzero, norm, c)
 
 
 def normalize_backward(xp: Any, residuals: Any, g: Any) -> Any:
-    xhat, peak, nonzero, norm = residuals
+    xhat, peak, nonzero, norm, c = residuals
     radial = xp.sum(xhat * g, axis=-1)
     # divide by the scaled norm (in [1, sqrt(dim)]) first and by the peak
     # last: ‖x‖ = peak·norm itself would round in the subnormal range (up to
     # 40 % off) and g/‖x‖ could overflow where the result does not
-    gx = ((g - xhat * radial[:, None]) / norm[:, None]) / peak[:, None]
+    gx = (((g - xhat * radial[:, None]) / norm[:, None]) / peak[:, None]) * c[:, None]
     return xp.where(nonzero[:, None], gx, xp.zeros_like(gx))
 
 
