@@ -128,7 +128,7 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
         d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap)
         d = _canonical(xp, d, xhat, None if self_pairs else yhat)
         # the gradient -G·ŷ has no cancellation: no exact part needed
-        return d, (metric, self_pairs, None, xhat, yhat, xres, yres, None, None)
+        return d, (metric, self_pairs, d, xhat, yhat, xres, yres, None, None)
 
     self_y = x if self_pairs else y
     # one common power of two p (at most the largest |entry|, within 2x)
@@ -163,22 +163,23 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
         d2 = xp.where(eye, 0.0, d2)
         flag = flag & ~eye
     if metric == "sqeuclidean":
-        ds = None
-        d = (d2 * p) * p
+        d = (d2 * p) * p  # inf past the largest float; its gradient needs no D
         exact_value = _pair_square_distance
     else:
-        ds = _safe_sqrt(xp, d2)  # in units of p, for the backward
-        d = ds * p
+        d = _safe_sqrt(xp, d2) * p
+        # a distance past the largest float is inf; its pair is differentiated
+        # from the rows (unit vector), since K = G/D would lose it
+        flag = flag | (d == float("inf"))
         exact_value = _pair_distance
     del d2
     d, exact = _refine(xp, d, flag, x, self_y, exact_value)
     d = _canonical(xp, d, xs, None if self_pairs else ys, x, None if self_pairs else y)
-    return d, (metric, self_pairs, ds, xc, yc, x, self_y, exact, p)
+    return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
 
 
 def pairwise_backward(xp: Any, residuals: Any, g: Any):
     """``(∂L/∂x, ∂L/∂y)`` from G = ∂L/∂D; for y = x the two are summed into the first."""
-    metric, self_pairs, ds, u, v, ures, vres, exact, p = residuals
+    metric, self_pairs, d, u, v, ures, vres, exact, p = residuals
     if metric == "cosine":
         gu = -(g @ v)
         gv = -(g.T @ u)
@@ -186,9 +187,10 @@ def pairwise_backward(xp: Any, residuals: Any, g: Any):
             return normalize_backward(xp, ures, gu + gv), None
         return normalize_backward(xp, ures, gu), normalize_backward(xp, vres, gv)
     # u, v are the rows divided by p and centred: (x_i − y_j)/D_ij equals
-    # (u_i − v_j)/(D_ij/p), so the euclidean K = G/(D/p) needs no rescaling;
+    # (u_i − v_j)/(D_ij/p), so the euclidean K = G/(D/p) needs no rescaling
+    # (D/p is exact, and not tiny outside the exactly recomputed entries);
     # the sqeuclidean 2G(x_i − y_j) is 2G(u_i − v_j)·p
-    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, ds)
+    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, d / p)
     # pairs computed exactly in the forward are differentiated exactly too:
     # in the centred GEMM form their tiny differences u_i - v_j are lost
     x, y = ures, vres
