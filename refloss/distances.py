@@ -328,10 +328,12 @@ def _first_copies(xp, key, rows):
     else:
         order = xp.argsort(h, stable=True)
         same, clash = _adjacent(xp, order, h, rows)
-        if bool(xp.any(clash)):
+        # one host synchronisation: 2 = a hash clash, 1 = some row has a copy
+        code = int(2 * xp.astype(xp.any(clash), xp.int32) + xp.astype(xp.any(same), xp.int32))
+        if code >= 2:
             order = _lex_order(xp, rows)
             same, _ = _adjacent(xp, order, None, rows)
-        if not bool(xp.any(same)):
+        elif code == 0:
             return None
     idx = _checks.default_index_dtype(xp, dev)
     run = xp.cumulative_sum(xp.astype(~same, idx)) - 1
