@@ -154,9 +154,9 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
     d2 = xp.clip(d2, 0.0, None)
     # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
     # of rows so small against p that their squares reach the subnormal range
-    flag = (d2 <= _tol(xp, x.dtype, x.shape[1]) * scale) | (
-        scale < xp.finfo(x.dtype).smallest_normal
-    )
+    # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
+    tiny = 4.0 * float(xp.finfo(x.dtype).smallest_normal)
+    flag = d2 <= _tol(xp, x.dtype, x.shape[1]) * scale + tiny
     del scale
     if self_pairs:
         eye = _eye(xp, x.shape[0], x)
