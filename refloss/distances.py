@@ -21,13 +21,21 @@ Conventions:
   itself included, is 1 (the value ``torch.nn.functional.cosine_similarity``
   and TFA's angular distance give) and its gradient is 0 (torch's is
   ~ -ŷ/eps there);
-* the matrix form uses one GEMM on mean-centred rows (distances do not
-  change under translation, and centring removes the cancellation a large
-  common offset would cause), then recomputes exactly — as
-  :math:`\sum_k (u_k - v_k)^2` from the raw rows — every entry whose GEMM
-  value is small against the rows' norms, where cancellation would spoil
-  it. The result agrees with the direct difference to ~1e-12 relative in
-  float64.
+* bit-identical rows have bit-identical distances to every row, on every
+  backend and dtype: each copy's row and column of the matrix are taken from
+  its lowest-index copy (a GEMM may round one dot product differently at two
+  positions), so ties between copies go to the lowest index everywhere;
+* every scale of the dtype: euclidean and cosine distances are right to a
+  few ulps for every finite input; squared distances where the true value is
+  representable, inf past the largest float;
+* the matrix form divides all rows by one power of two (no square
+  overflows or underflows), runs one GEMM on the mean-centred rows
+  (distances do not change under translation, and centring removes the
+  cancellation a large common offset would cause), then recomputes exactly
+  — from the raw rows, scaled by their largest difference as hypot does —
+  every entry whose GEMM value is small against the rows' norms, where
+  cancellation would spoil it. The result agrees with the direct difference
+  to ~1e-12 relative in float64.
 
 Gradients of the matrix form use the scatter-free identity: with
 :math:`G = \partial L/\partial D` and :math:`K = G \oslash D` (euclidean,
@@ -39,12 +47,14 @@ two GEMMs, O(B²) memory, deterministic.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
+import numpy as np
 from array_api_compat import device as _device_of
 
 from . import _checks
-from .normalization import normalize_backward, normalize_forward
+from .normalization import normalize_backward, normalize_forward, tree_sum
 from .vjp import defvjp
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -110,21 +120,31 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
         d = xp.clip(1.0 - xhat @ yhat.T, 0.0, 2.0)
         # ½‖x̂ − ŷ‖² = 1 − x̂·ŷ for unit rows; exact where the GEMM cancels.
         # A flagged entry has x̂·ŷ >= 1 − tol > 0, so both rows are non-zero.
-        flag = d <= _tol(xp, x.dtype)
+        flag = d <= _tol(xp, x.dtype, x.shape[1])
         if self_pairs:
             eye = _eye(xp, x.shape[0], x)
             d = xp.where(eye & xres[2][:, None], 0.0, d)
             flag = flag & ~eye
-        d, _ = _refine(xp, d, flag, xhat, yhat, scale=0.5)
+        d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap)
+        d = _canonical(xp, d, xhat, None if self_pairs else yhat)
         # the gradient -G·ŷ has no cancellation: no exact part needed
-        return d, (metric, self_pairs, d, xhat, yhat, xres, yres, None)
+        return d, (metric, self_pairs, d, xhat, yhat, xres, yres, None, None)
 
     self_y = x if self_pairs else y
+    # one common power of two p (at most the largest |entry|, within 2x)
+    # brings every entry into [-2, 2]: the GEMM's squares neither overflow
+    # nor, for the rows that set the scale, underflow. Dividing by a power of
+    # two is exact, so the centred GEMM keeps its accuracy, and
+    # d(2^k·x) = 2^k·d(x) bit for bit wherever 2^k·x stays normal.
+    peak = _peak(xp, x) if self_pairs else xp.maximum(_peak(xp, x), _peak(xp, y))
+    p = _power_of_two_at_most(xp, peak)
+    xs = x / p
+    ys = xs if self_pairs else y / p
     n_rows = x.shape[0] + (0 if self_pairs else y.shape[0])
-    total = xp.sum(x, axis=0) if self_pairs else xp.sum(x, axis=0) + xp.sum(y, axis=0)
+    total = xp.sum(xs, axis=0) if self_pairs else xp.sum(xs, axis=0) + xp.sum(ys, axis=0)
     mean = total / max(n_rows, 1)
-    xc = x - mean
-    yc = xc if self_pairs else y - mean
+    xc = xs - mean
+    yc = xc if self_pairs else ys - mean
     nx = xp.sum(xc * xc, axis=1)
     ny = nx if self_pairs else xp.sum(yc * yc, axis=1)
     scale = nx[:, None] + ny[None, :]
@@ -132,47 +152,224 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
     d2 = (-2.0 * xc) @ yc.T
     d2 = scale + d2
     d2 = xp.clip(d2, 0.0, None)
-    flag = d2 <= _tol(xp, x.dtype) * scale
+    # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
+    # of rows so small against p that their squares reach the subnormal range
+    # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
+    tiny = 4.0 * float(xp.finfo(x.dtype).smallest_normal)
+    flag = d2 <= _tol(xp, x.dtype, x.shape[1]) * scale + tiny
     del scale
     if self_pairs:
         eye = _eye(xp, x.shape[0], x)
         d2 = xp.where(eye, 0.0, d2)
         flag = flag & ~eye
-    d2, exact = _refine(xp, d2, flag, x, self_y, scale=1.0)
-    d = d2 if metric == "sqeuclidean" else _safe_sqrt(xp, d2)
-    return d, (metric, self_pairs, d, xc, yc, x, self_y, exact)
+    if metric == "sqeuclidean":
+        d = (d2 * p) * p  # inf past the largest float; its gradient needs no D
+        exact_value = _pair_square_distance
+    else:
+        d = _safe_sqrt(xp, d2) * p
+        # a distance past the largest float is inf; its pair is differentiated
+        # from the rows (unit vector), since K = G/D would lose it
+        flag = flag | (d == float("inf"))
+        exact_value = _pair_distance
+    del d2
+    d, exact = _refine(xp, d, flag, x, self_y, exact_value)
+    d = _canonical(xp, d, xs, None if self_pairs else ys, x, None if self_pairs else y)
+    return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
 
 
 def pairwise_backward(xp: Any, residuals: Any, g: Any):
     """``(∂L/∂x, ∂L/∂y)`` from G = ∂L/∂D; for y = x the two are summed into the first."""
-    metric, self_pairs, d, u, v, ures, vres, exact = residuals
+    metric, self_pairs, d, u, v, ures, vres, exact, p = residuals
     if metric == "cosine":
         gu = -(g @ v)
         gv = -(g.T @ u)
         if self_pairs:
             return normalize_backward(xp, ures, gu + gv), None
         return normalize_backward(xp, ures, gu), normalize_backward(xp, vres, gv)
-    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, d)
+    # u, v are the rows divided by p and centred: (x_i − y_j)/D_ij equals
+    # (u_i − v_j)/(D_ij/p), so the euclidean K = G/(D/p) needs no rescaling
+    # (D/p is exact, and not tiny outside the exactly recomputed entries);
+    # the sqeuclidean 2G(x_i − y_j) is 2G(u_i − v_j)·p
+    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, d / p)
     # pairs computed exactly in the forward are differentiated exactly too:
     # in the centred GEMM form their tiny differences u_i - v_j are lost
     x, y = ures, vres
     if exact is not None:
-        kx, ky = _exact_pair_grads(xp, k, exact, x, y)
+        kx, ky = _exact_pair_grads(xp, g, exact, x, y, metric)
         k = xp.where(exact.flag, 0.0, k)
     if self_pairs:
         # u = v: (diag(rowsum + colsum) - K - Kᵀ) u, as two GEMMs so that no
         # B×B K + Kᵀ is formed (peak memory)
         gx = (xp.sum(k, axis=1) + xp.sum(k, axis=0))[:, None] * u - k @ u - k.T @ u
+        if metric == "sqeuclidean":
+            gx = gx * p
         return (gx if exact is None else gx + kx + ky), None
     gu = xp.sum(k, axis=1)[:, None] * u - k @ v
     gv = xp.sum(k, axis=0)[:, None] * v - k.T @ u
+    if metric == "sqeuclidean":
+        gu, gv = gu * p, gv * p
     if exact is not None:
         gu, gv = gu + kx, gv + ky
     return gu, gv
 
 
-def _refine(xp, approx, flag, x, y, scale):
-    """``approx`` with flagged entries replaced by scale·‖x_i − y_j‖², exactly.
+# --------------------------------------------------------------------------
+# one pair of rows at a time: exact, at every scale
+
+
+def _pair_parts(xp, a, b):
+    """``(q, m, r, c)`` with ``c·(a − b) = m·q``, ``max|q| = 1`` and ``r = ‖q‖``
+    (q = 0, m = 0 for identical rows; r = 1 there, never used).
+
+    c is 1, or 1/16 (exact) for pairs with an entry above max/16, whose raw
+    difference could overflow (or, on XLA, whose m would have a subnormal
+    reciprocal). Scaling the difference by its own largest entry m, as hypot
+    does, keeps r in [1, sqrt(dim)]: no square underflows
+    or overflows, so ‖a − b‖ = m·r/c is right to a few ulps at every scale.
+    """
+    if a.shape[-1] == 0:
+        zero = xp.sum(a, axis=-1) + xp.sum(b, axis=-1)  # the broadcast shape, zeros
+        one = zero + 1.0
+        return xp.zeros((*zero.shape, 0), dtype=a.dtype, device=_device_of(a)), zero, one, one
+    peak = xp.maximum(xp.max(xp.abs(a), axis=-1), xp.max(xp.abs(b), axis=-1))
+    one = xp.ones_like(peak)
+    c = xp.where(peak > _near_max(xp, a.dtype), 0.0625 * one, one)
+    diff = a * c[..., None] - b * c[..., None]
+    m = xp.max(xp.abs(diff), axis=-1)
+    pos = m > 0
+    # double where: no division by 0 and no sqrt at 0, so autograd through
+    # this forward stays finite
+    q = diff / xp.where(pos, m, one)[..., None]
+    r = xp.sqrt(xp.where(pos, xp.sum(q * q, axis=-1), one))
+    return q, m, r, c
+
+
+def _pair_distance(xp, a, b):
+    """‖a_k − b_k‖ along the last axis, right to a few ulps at every scale."""
+    _, m, r, c = _pair_parts(xp, a, b)
+    return (m * r) / c
+
+
+def _pair_square_distance(xp, a, b):
+    d = _pair_distance(xp, a, b)
+    return d * d  # inf where the true square is past the largest float
+
+
+def _half_square_gap(xp, a, b):
+    """½‖â − b̂‖² for unit rows (no scaling needed)."""
+    diff = a - b
+    return 0.5 * xp.sum(diff * diff, axis=-1)
+
+
+def _pair_grad(xp, a, b, w, metric):
+    """w·∂d(a, b)/∂a along the last axis (the gradient for b is its negative):
+    euclidean w·(a − b)/‖a − b‖ as the unit vector q/r (0 for identical rows),
+    sqeuclidean 2w(a − b) as 2w·m·q/c."""
+    q, m, r, c = _pair_parts(xp, a, b)
+    if metric == "sqeuclidean":
+        return (2.0 * w)[..., None] * ((m / c)[..., None] * q)
+    return (w / r)[..., None] * q
+
+
+# --------------------------------------------------------------------------
+# bit-identical rows tie exactly
+
+
+def _canonical(xp, d, xkey, ykey=None, xrows=None, yrows=None):
+    """``d`` with the rows and columns of every copy of a row taken from its
+    lowest-index copy, so that bit-identical rows have bit-identical
+    distances to every row (a GEMM may round the same dot product
+    differently at two positions: tiles, vector widths).
+
+    ``xkey``/``ykey`` are the rows scaled into [-1, 1] (for the hash),
+    ``xrows``/``yrows`` the rows compared for equality (default: the keys).
+    ``ykey=None`` means y = x. The values are unchanged but for rounding;
+    torch autograd through this forward still reaches the entry's own rows.
+    """
+    fx = _first_copies(xp, xkey, xkey if xrows is None else xrows)
+    if ykey is None:
+        fy = fx
+    else:
+        fy = _first_copies(xp, ykey, ykey if yrows is None else yrows)
+    if fx is None and fy is None:
+        return d
+    c = d if fx is None else xp.take(d, fx, axis=0)
+    c = c if fy is None else xp.take(c, fy, axis=1)
+    if getattr(d, "requires_grad", False) and hasattr(d, "detach"):
+        # torch autograd through the forward: the value of the canonical
+        # copy, the derivative of the entry itself (its own rows)
+        return c.detach() + (d - d.detach())
+    return c
+
+
+def _first_copies(xp, key, rows):
+    """``first[i]`` = the lowest i' with ``rows[i'] == rows[i]`` (all entries
+    equal), or None when no row has an earlier copy.
+
+    Exact, O(n·dim + n log n): rows are sorted by a hash (a fixed-order sum
+    of ``key`` times fixed weights, so copies hash alike bit for bit), and
+    runs of equal adjacent rows are found by comparing the rows themselves.
+    If two different rows share a hash value (rows equal to ~eps), the
+    rows are sorted lexicographically instead (one stable sort per column),
+    so that copies are always adjacent. Within a run the stable sort keeps
+    the original order, so the run's first entry is the lowest index.
+    """
+    n, dim = rows.shape
+    if n < 2 or dim == 0:
+        return None
+    dev = _device_of(rows)
+    k = xp.arange(dim, dtype=key.dtype, device=dev)
+    weights = 1.0 + (k * 0.6180339887498949) % 1.0
+    h = tree_sum(xp, key * weights)  # |key| <= 1: no overflow
+    traced = _checks.is_traced(rows)
+    if traced:
+        order = _lex_order(xp, rows)
+        same, _ = _adjacent(xp, order, None, rows)
+    else:
+        order = xp.argsort(h, stable=True)
+        same, clash = _adjacent(xp, order, h, rows)
+        # one host synchronisation: 2 = a hash clash, 1 = some row has a copy
+        code = int(2 * xp.astype(xp.any(clash), xp.int32) + xp.astype(xp.any(same), xp.int32))
+        if code >= 2:
+            order = _lex_order(xp, rows)
+            same, _ = _adjacent(xp, order, None, rows)
+        elif code == 0:
+            return None
+    idx = _checks.default_index_dtype(xp, dev)
+    run = xp.cumulative_sum(xp.astype(~same, idx)) - 1
+    start = xp.searchsorted(run, run)  # first sorted position of each run
+    first_sorted = xp.take(order, start)
+    return xp.take(first_sorted, xp.argsort(order))
+
+
+def _adjacent(xp, order, h, rows):
+    """``(same, clash)`` in sorted order: row s equals row s − 1; equal hash
+    but different rows."""
+    rs = xp.take(rows, order, axis=0)
+    eq = xp.all(rs[1:, :] == rs[:-1, :], axis=1)
+    head = xp.zeros((1,), dtype=xp.bool, device=_device_of(rows))
+    if h is None:
+        return xp.concat([head, eq]), None
+    hs = xp.take(h, order)
+    heq = hs[1:] == hs[:-1]
+    return xp.concat([head, heq & eq]), heq & ~eq
+
+
+def _lex_order(xp, rows):
+    """Stable lexicographic order of the rows: one stable sort per column."""
+    n, dim = rows.shape
+    order = xp.arange(n, device=_device_of(rows))
+    for j in range(dim - 1, -1, -1):
+        order = xp.take(order, xp.argsort(xp.take(rows[:, j], order), stable=True))
+    return order
+
+
+# --------------------------------------------------------------------------
+# exact recomputation of flagged entries
+
+
+def _refine(xp, approx, flag, x, y, value):
+    """``approx`` with flagged entries replaced by ``value(xp, x_i, y_j)``.
 
     Returns ``(values, exact)`` (``exact`` is None when nothing is flagged).
     No scatter: the exact values are placed with a row-major rank (a
@@ -182,13 +379,14 @@ def _refine(xp, approx, flag, x, y, scale):
         return approx, None
     if not _checks.has_dynamic_shapes(xp) or _checks.is_traced(flag):
         # JAX (jit or not) and strict without dynamic shapes
-        return _refine_dense(xp, approx, flag, x, y, scale)
+        return _refine_dense(xp, approx, flag, x, y, value)
     rows, cols = xp.nonzero(flag)
     n = rows.shape[0]
     exact = []
     for s, e in _chunks(n, _CHUNK_ELEMENTS // max(x.shape[1], 1)):
-        diff = xp.take(x, rows[s:e], axis=0) - xp.take(y, cols[s:e], axis=0)
-        exact.append(scale * xp.sum(diff * diff, axis=1))
+        xa = xp.take(x, rows[s:e], axis=0)
+        ya = xp.take(y, cols[s:e], axis=0)
+        exact.append(value(xp, xa, ya))
     exact = xp.astype(xp.concat(exact) if len(exact) > 1 else exact[0], approx.dtype)
 
     idx = _checks.default_index_dtype(xp, _device_of(approx))
@@ -207,7 +405,7 @@ def _refine(xp, approx, flag, x, y, scale):
     return values, _Exact(flag, rows, cols, starts)
 
 
-def _refine_dense(xp, approx, flag, x, y, scale):
+def _refine_dense(xp, approx, flag, x, y, value):
     """The same without data-dependent shapes: exact row blocks, O(B²·dim) time."""
     if approx.shape[0] == 0:
         return approx, None
@@ -218,16 +416,17 @@ def _refine_dense(xp, approx, flag, x, y, scale):
         if not _checks.any_true(xp, fb):
             out.append(approx[r0:r1, :])
             continue
-        diff = x[r0:r1, None, :] - y[None, :, :]
-        exact = xp.astype(scale * xp.sum(diff * diff, axis=-1), approx.dtype)
+        exact = xp.astype(value(xp, x[r0:r1, None, :], y[None, :, :]), approx.dtype)
         out.append(xp.where(fb, exact, approx[r0:r1, :]))
     values = xp.concat(out, axis=0) if len(out) > 1 else out[0]
     return values, _Exact(flag, None, None, None)
 
 
-def _exact_pair_grads(xp, k, exact, x, y):
-    r""":math:`\sum_j K_{ij}(x_i - y_j)` for x and :math:`-\sum_i K_{ij}(x_i - y_j)`
-    for y, over the flagged pairs only, from the raw rows.
+def _exact_pair_grads(xp, g, exact, x, y, metric):
+    r""":math:`\sum_j G_{ij}\,\partial d_{ij}/\partial x_i` for x and
+    :math:`\sum_i G_{ij}\,\partial d_{ij}/\partial y_j` for y, over the flagged
+    pairs only, from the raw rows (``_pair_grad``: no cancellation, no
+    overflow or underflow).
 
     Segment sums without scatter: contributions in row-major order (sorted by
     row, and by column after a stable argsort) are prefix-summed in chunks and
@@ -239,33 +438,35 @@ def _exact_pair_grads(xp, k, exact, x, y):
         gy = xp.zeros_like(y)
         block = _CHUNK_ELEMENTS // (max(y.shape[0], 1) * max(x.shape[1], 1))
         for r0, r1 in _chunks(x.shape[0], block):
-            kb = xp.where(flag[r0:r1, :], k[r0:r1, :], xp.zeros_like(k[r0:r1, :]))
-            contrib = kb[:, :, None] * (x[r0:r1, None, :] - y[None, :, :])
+            gb = xp.where(flag[r0:r1, :], g[r0:r1, :], xp.zeros_like(g[r0:r1, :]))
+            contrib = _pair_grad(xp, x[r0:r1, None, :], y[None, :, :], gb, metric)
             gx.append(xp.sum(contrib, axis=1))
             gy = gy - xp.sum(contrib, axis=0)
         return (xp.concat(gx, axis=0) if len(gx) > 1 else gx[0]), gy
 
     rows, cols = exact.rows, exact.cols
-    width = k.shape[1]
-    w = xp.take(xp.reshape(k, (-1,)), rows * width + cols)
-    gx = _segment_sums(xp, w, rows, cols, x, y, exact.row_starts, x.shape[0], 1.0)
+    width = g.shape[1]
+    w = xp.take(xp.reshape(g, (-1,)), rows * width + cols)
+    gx = _segment_sums(xp, w, rows, cols, x, y, exact.row_starts, x.shape[0], 1.0, metric)
     order = xp.argsort(cols, stable=True)
     col_starts = xp.cumulative_sum(xp.count_nonzero(flag, axis=0), include_initial=True)
     gy = _segment_sums(
         xp, xp.take(w, order), xp.take(rows, order), xp.take(cols, order),
-        x, y, col_starts, y.shape[0], -1.0,
+        x, y, col_starts, y.shape[0], -1.0, metric,
     )
     return gx, gy
 
 
-def _segment_sums(xp, w, rows, cols, x, y, starts, n_out, sign):
-    """out[s] = sign · Σ_{k in segment s} w_k (x[rows_k] − y[cols_k])."""
+def _segment_sums(xp, w, rows, cols, x, y, starts, n_out, sign, metric):
+    """out[s] = sign · Σ_{k in segment s} w_k ∂d(x[rows_k], y[cols_k])/∂x."""
     n = w.shape[0]
     out = xp.zeros((n_out, x.shape[1]), dtype=x.dtype, device=_device_of(x))
     lo_all, hi_all = starts[:-1], starts[1:]
     for s, e in _chunks(n, _CHUNK_ELEMENTS // max(x.shape[1], 1)):
-        diff = xp.take(x, rows[s:e], axis=0) - xp.take(y, cols[s:e], axis=0)
-        prefix = xp.cumulative_sum(w[s:e, None] * diff, axis=0, include_initial=True)
+        xa = xp.take(x, rows[s:e], axis=0)
+        ya = xp.take(y, cols[s:e], axis=0)
+        contrib = _pair_grad(xp, xa, ya, w[s:e], metric)
+        prefix = xp.cumulative_sum(contrib, axis=0, include_initial=True)
         lo = xp.clip(lo_all, s, e) - s
         hi = xp.clip(hi_all, s, e) - s
         out = out + (xp.take(prefix, hi, axis=0) - xp.take(prefix, lo, axis=0))
@@ -289,21 +490,26 @@ def paired_forward(xp: Any, a: Any, b: Any, metric: str):
         diff = ahat - bhat
         both = ares[2] & bres[2]
         d = xp.where(both, 0.5 * xp.sum(diff * diff, axis=1), xp.ones_like(ares[1]))
-        return d, (metric, d, diff, both, ares, bres)
-    diff = a - b
-    d2 = xp.sum(diff * diff, axis=1)
-    d = d2 if metric == "sqeuclidean" else _safe_sqrt(xp, d2)
-    return d, (metric, d, diff, None, None, None)
+        return d, (metric, diff, both, ares, bres)
+    q, m, r, c = _pair_parts(xp, a, b)
+    d = (m * r) / c
+    if metric == "sqeuclidean":
+        d = d * d
+    return d, (metric, q, m, r, c)
 
 
 def paired_backward(xp: Any, residuals: Any, g: Any):
-    metric, d, diff, both, ares, bres = residuals
-    if metric == "cosine":
+    if residuals[0] == "cosine":
+        _, diff, both, ares, bres = residuals
         k = xp.where(both, g, xp.zeros_like(g))
         ga = k[:, None] * diff
         return normalize_backward(xp, ares, ga), normalize_backward(xp, bres, -ga)
-    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, d)
-    ga = k[:, None] * diff
+    metric, q, m, r, c = residuals
+    # the same unit vector / scaled difference as _pair_grad, from the forward
+    if metric == "sqeuclidean":
+        ga = (2.0 * g)[:, None] * ((m / c)[:, None] * q)
+    else:
+        ga = (g / r)[:, None] * q
     return ga, -ga
 
 
@@ -311,8 +517,39 @@ def paired_backward(xp: Any, residuals: Any, g: Any):
 # helpers
 
 
-def _tol(xp, dtype):
-    return _REFINE_TOL[64 if xp.finfo(dtype).bits >= 64 else 32]
+def _tol(xp, dtype, dim):
+    fi = xp.finfo(dtype)
+    # identical rows must always be flagged (exact 0, gradient 0): their GEMM
+    # value is at most ~2(dim + 2)·u times the scale, whatever the order
+    return max(_REFINE_TOL[64 if fi.bits >= 64 else 32], 8.0 * (dim + 2) * float(fi.eps))
+
+
+def _near_max(xp, dtype):
+    """max/16 rounded down to a power of two: above it, rows are scaled by 1/16."""
+    return 2.0 ** (math.frexp(float(xp.finfo(dtype).max))[1] - 5)
+
+
+def _peak(xp, a):
+    """max |a| as a 0-d array (0 for an empty array)."""
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return xp.zeros((), dtype=a.dtype, device=_device_of(a))
+    return xp.max(xp.abs(a))
+
+
+def _power_of_two_at_most(xp, v):
+    """The largest power of two <= v (a 0-d array), clipped to
+    [smallest normal, max/8]: the reciprocal stays normal (XLA on CPU divides
+    by a broadcast scalar through its reciprocal, and flushes subnormals).
+
+    Chosen from a table of the dtype's powers of two (NumPy's ``ldexp`` is
+    exact), since a library's ``pow``/``exp2`` may round.
+    """
+    fi = xp.finfo(v.dtype)
+    low = math.frexp(float(fi.smallest_normal))[1] - 1
+    high = math.frexp(float(fi.max))[1] - 4
+    table = xp.asarray(np.ldexp(1.0, np.arange(low, high + 1)), dtype=v.dtype,
+                       device=_device_of(v))
+    return xp.max(xp.where(table <= v, table, table[0]))
 
 
 def _eye(xp, n, like):
@@ -366,9 +603,13 @@ def pairwise_distances(x: Any, y: Any = None, *, metric: str = "euclidean") -> A
     sqeuclidean; cosine goes through the normalisation (see
     :func:`refloss.l2_normalize`). For ``y=None`` both terms land on ``x``.
 
-    Accuracy: one GEMM on mean-centred rows, with the entries that
-    cancellation would spoil recomputed exactly; identical rows give exactly
-    0 and the euclidean gradient there is 0 (see the module docstring).
+    Accuracy: one GEMM on rows scaled by a power of two and mean-centred,
+    with the entries that cancellation would spoil recomputed exactly;
+    identical rows give exactly 0 and the euclidean gradient there is 0;
+    bit-identical rows have bit-identical distances to every row (ties go
+    to the lowest index on every backend); right to a few ulps at every scale
+    of the dtype, inf where a squared distance passes the largest float (see
+    the module docstring and docs/errors.md, "Scale range").
 
     Args:
         x: ``[B, D]`` floating array.
@@ -404,7 +645,8 @@ def _paired_bwd(residuals, g):
 def paired_distances(a: Any, b: Any, *, metric: str = "euclidean") -> Any:
     r"""Row-wise distances :math:`d_i = d(a_i, b_i)`.
 
-    Computed directly from :math:`a_i - b_i` (exact; no GEMM). For cosine,
+    Computed directly from :math:`a_i - b_i`, scaled by its largest entry as
+    hypot does (exact at every scale; no GEMM). For cosine,
     :math:`\tfrac12\lVert\hat a_i - \hat b_i\rVert^2`, which equals
     :math:`1 - \hat a_i\cdot\hat b_i` and keeps a relative error of about
     eps/‖â − b̂‖ for near-parallel rows (where 1 − â·b̂ loses everything);

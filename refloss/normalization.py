@@ -15,12 +15,31 @@ zero vector and its gradient is 0 — finite, where the common
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import device as _device
 
 from . import _checks
 from .vjp import defvjp
+
+
+def tree_sum(xp: Any, a: Any) -> Any:
+    """Sum over the last axis in one fixed pairwise order, with elementwise adds only.
+
+    A library's ``sum`` may order a reduction by position (vector width,
+    threads, tiles); here each level adds the two halves of the axis, so the
+    result depends on the row's values alone: bit-identical rows give
+    bit-identical sums on every backend. Rounding error O(log(dim)·eps).
+    """
+    if a.shape[-1] == 0:
+        return xp.zeros(a.shape[:-1], dtype=a.dtype, device=_device(a))
+    while a.shape[-1] > 1:
+        n = a.shape[-1]
+        half = n // 2
+        head = a[..., :half] + a[..., half : 2 * half]
+        a = head if n % 2 == 0 else xp.concat([head, a[..., 2 * half :]], axis=-1)
+    return a[..., 0]
 
 
 def normalize_forward(xp: Any, x: Any):
@@ -35,16 +54,28 @@ def normalize_forward(xp: Any, x: Any):
     # double where: no division by 0 and no sqrt at 0 is ever evaluated, so
     # autograd through this forward agrees with the zero-row convention
     peak = xp.where(nonzero, peak, xp.ones_like(peak))
-    scaled = x / peak[:, None]
-    norm = xp.sqrt(xp.where(nonzero, xp.sum(scaled * scaled, axis=-1), xp.ones_like(peak)))
+    # rows above max/16 are scaled by 1/16 (exact) first, so that 1/peak
+    # stays normal: XLA on CPU divides by a broadcast value through its
+    # reciprocal and flushes subnormals, which would zero such rows
+    one = xp.ones_like(peak)
+    big = 2.0 ** (math.frexp(float(xp.finfo(x.dtype).max))[1] - 5)
+    c = xp.where(peak > big, 0.0625 * one, one)
+    peak = peak * c
+    scaled = (x * c[:, None]) / peak[:, None]
+    # a fixed-order sum: bit-identical rows get bit-identical unit vectors,
+    # which the distances' tie rule relies on
+    norm = xp.sqrt(xp.where(nonzero, tree_sum(xp, scaled * scaled), xp.ones_like(peak)))
     xhat = xp.where(nonzero[:, None], scaled / norm[:, None], xp.zeros_like(x))
-    return xhat, (xhat, peak * norm, nonzero)
+    return xhat, (xhat, peak, nonzero, norm, c)
 
 
 def normalize_backward(xp: Any, residuals: Any, g: Any) -> Any:
-    xhat, safe, nonzero = residuals
+    xhat, peak, nonzero, norm, c = residuals
     radial = xp.sum(xhat * g, axis=-1)
-    gx = (g - xhat * radial[:, None]) / safe[:, None]
+    # divide by the scaled norm (in [1, sqrt(dim)]) first and by the peak
+    # last: ‖x‖ = peak·norm itself would round in the subnormal range (up to
+    # 40 % off) and g/‖x‖ could overflow where the result does not
+    gx = (((g - xhat * radial[:, None]) / norm[:, None]) / peak[:, None]) * c[:, None]
     return xp.where(nonzero[:, None], gx, xp.zeros_like(gx))
 
 

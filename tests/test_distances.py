@@ -307,3 +307,245 @@ def test_cosine_of_tiny_and_huge_rows_keeps_their_direction(backend):
     d = to_numpy(rl.pairwise_distances(backend.asarray(x), metric="cosine"))
     np.testing.assert_allclose(d[:3, :3], np.zeros((3, 3)), atol=1e-15)
     np.testing.assert_allclose(d[3, :3], np.full(3, 1 + 1 / np.sqrt(5)), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# bit-identical rows tie exactly, on every backend and dtype
+
+
+# JAX compiles each operation per shape, and strict's device1 repeats strict:
+# the new scale and tie tests run a reduced set there (as conftest's
+# REDUCED_EXAMPLES does for Hypothesis)
+SLOW_BACKENDS = ("jax", "array_api_strict:device1")
+
+
+def batch_with_copies(seed, rows, dim, dtype):
+    """Random rows, a third of them overwritten by copies of others."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, dim)).astype(dtype)
+    x[rng.integers(0, rows, rows // 3)] = x[rng.integers(0, rows, rows // 3)]
+    return x
+
+
+def copies(x):
+    """(i, j) index arrays of every ordered pair of distinct bit-identical rows."""
+    same = np.all(x[:, None, :] == x[None, :, :], axis=-1) & ~np.eye(x.shape[0], dtype=bool)
+    return np.nonzero(same)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("two_sets", [False, True])
+def test_bit_identical_rows_have_bit_identical_distances(backend, metric, dtype, two_sets):
+    """A GEMM may round one dot product differently at two positions (tiles,
+    vector widths): the shapes below gave one-ulp differences on torch
+    float64 and NumPy float64 cosine before the tie rule."""
+    shapes = [(16, 8), (40, 33), (9, 3)]
+    if backend.name in SLOW_BACKENDS:  # each new shape compiles every op
+        if two_sets or dtype == "float32":
+            pytest.skip("one case per metric on this backend")
+        shapes = shapes[:1]
+    for seed, (rows, dim) in enumerate(shapes):
+        x = batch_with_copies(seed, rows, dim, dtype)
+        y = batch_with_copies(seed + 100, rows - 3, dim, dtype) if two_sets else None
+        args = [backend.asarray(x)] + ([] if y is None else [backend.asarray(y)])
+        d = to_numpy(rl.pairwise_distances(*args, metric=metric))
+        i, j = copies(x)
+        np.testing.assert_array_equal(d[i], d[j])  # rows of copies of x
+        if y is None:
+            np.testing.assert_array_equal(d[:, i], d[:, j])
+            assert np.all(d[i, j] == 0.0)
+        else:
+            i, j = copies(y)
+            np.testing.assert_array_equal(d[:, i], d[:, j])  # columns of copies of y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_numpy_and_torch_mine_the_same_triplets_with_copies(metric, dtype, normalize):
+    """Ties between copies go to the lowest index on both: the same semi-hard
+    and batch-hard triplets (they differed on ~1 batch in 6 before)."""
+    torch = pytest.importorskip("torch")
+    for seed in range(12):
+        x = batch_with_copies(seed, 16, 8, dtype)
+        labels = np.random.default_rng(seed).integers(0, 3, 16)
+        for mine in (rl.mine_semihard, rl.mine_batch_hard):
+            kw = {"metric": metric, "normalize": normalize}
+            ours = mine(x, labels, **kw)
+            theirs = mine(torch.tensor(x), torch.tensor(labels), **kw)
+            for a, b in zip(ours, theirs):
+                np.testing.assert_array_equal(a, b.numpy(), err_msg=f"seed {seed} {mine}")
+
+
+def test_copies_tie_when_their_hashes_collide_with_other_rows(numpy_backend):
+    """Rows that differ below the hash's rounding share a hash value; the
+    rows are then sorted lexicographically, and copies still tie."""
+    base, near = np.array([1.0, 1e-30, 0.5]), np.array([1.0, 2e-30, 0.5])
+    x = np.stack([base, near, base, near, base])
+    x = np.concatenate([x, np.random.default_rng(0).standard_normal((11, 3))])
+    d = rl.pairwise_distances(x)
+    i, j = copies(x)
+    np.testing.assert_array_equal(d[i], d[j])
+    np.testing.assert_array_equal(d[:, i], d[:, j])
+    np.testing.assert_allclose(d[0, 1], 1e-30, rtol=1e-15)
+
+
+def test_torch_autograd_through_the_forward_reaches_the_copy_itself():
+    """The tie rule takes a copy's value from its first copy; autograd through
+    the forward must still differentiate the entry's own rows (as vjp does)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.0, 2.0], [0.0, 0.5], [1.0, 2.0], [3.0, -1.0]])
+    g = np.zeros((4, 4))
+    g[3, 2] = 1.0  # only d(x_3, x_2); x_2 is a copy of x_0
+    xt = torch.tensor(x, requires_grad=True)
+    rl.pairwise_distances(xt).backward(torch.tensor(g))
+    _, pullback = rl.vjp(rl.pairwise_distances, x)
+    (gx,) = pullback(g)
+    assert np.all(gx[0] == 0.0) and np.all(gx[2] != 0.0)
+    # (autograd also sends ~1e-17 through the mean-centring, which cancels in exact arithmetic)
+    np.testing.assert_allclose(xt.grad.numpy(), gx, rtol=1e-12, atol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# every scale of the dtype
+
+
+def oracle_pairwise_vjp(x, y, g, metric):
+    """(∂/∂x, ∂/∂y) of Σ g ⊙ D by a double loop over pairs, float64."""
+    y_is_x = y is None
+    y = x if y_is_x else y
+    gx, gy = np.zeros_like(x), np.zeros_like(y)
+    for i in range(x.shape[0]):
+        for j in range(y.shape[0]):
+            diff = x[i] - y[j]
+            if metric == "euclidean":
+                n = np.sqrt(np.sum(diff * diff))
+                part = diff / n if n > 0 else 0.0 * diff
+            elif metric == "sqeuclidean":
+                part = 2.0 * diff
+            else:
+                u, v = x[i] / np.linalg.norm(x[i]), y[j] / np.linalg.norm(y[j])
+                part = -(v - u * (u @ v)) / np.linalg.norm(x[i])
+                gy[j] += g[i, j] * -(u - v * (u @ v)) / np.linalg.norm(y[j])
+                gx[i] += g[i, j] * part
+                continue
+            gx[i] += g[i, j] * part
+            gy[j] -= g[i, j] * part
+    return (gx + gy, None) if y_is_x else (gx, gy)
+
+
+SWEEP = {  # exponents k of the scales 2^k, from near the smallest normal to near the largest
+    "float32": range(-118, 120, 9),
+    "float64": range(-1010, 1016, 75),
+}
+DEGREE = {"euclidean": 1, "sqeuclidean": 2, "cosine": 0}  # d(s·x) = s^degree · d(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("metric", METRICS)
+def test_distances_and_gradients_are_right_at_every_scale(backend, metric, dtype):
+    """d(2^k·x) = 2^(k·degree)·d(x) and the gradient scales by 2^(k·(degree−1)),
+    to a few ulps, for k across the dtype's whole exponent range (where the
+    result is a normal number). Squared distances used to underflow (float32
+    1e-23 gave 0) and overflow (float32 1e19, float64 1e154 gave 0 or NaN)."""
+    rng = np.random.default_rng(5)
+    x = rng.choice([-1, 1], size=(5, 3)) * rng.uniform(0.5, 2.0, size=(5, 3))
+    y = rng.choice([-1, 1], size=(4, 3)) * rng.uniform(0.5, 2.0, size=(4, 3))
+    g = rng.standard_normal((5, 4))
+    d_ref = oracle_pairwise(x, y, metric)
+    gx_ref, gy_ref = oracle_pairwise_vjp(x, y, g, metric)
+    p_ref = np.array([oracle_distance(u, v, metric) for u, v in zip(x, y[[0, 1, 2, 3, 0]])])
+    eps = float(np.finfo(dtype).eps)
+    lo, hi = np.log2(float(np.finfo(dtype).smallest_normal)), np.log2(float(np.finfo(dtype).max))
+    deg = DEGREE[metric]
+    sweep = SWEEP[dtype]
+    if backend.name in SLOW_BACKENDS:
+        if dtype == "float64":
+            pytest.skip("float32 only on this backend")
+        sweep = sweep[::5]
+    for k in sweep:
+        if not (lo < k * deg + np.log2(d_ref.min()) and k * deg + np.log2(d_ref.max()) < hi - 2):
+            continue  # the true value is not a normal number of the dtype
+        s = 2.0**k
+        xs = backend.asarray((s * x).astype(dtype))
+        ys = backend.asarray((s * y).astype(dtype))
+        d, pullback = rl.vjp(rl.pairwise_distances, xs, ys, metric=metric)
+        # unscaled by 2^-(k·degree) exactly (ldexp)
+        np.testing.assert_allclose(np.ldexp(to_numpy(d).astype(np.float64), -k * deg), d_ref,
+                                   rtol=16 * eps, atol=0, err_msg=f"2^{k}")
+        gx, gy = (to_numpy(a) for a in pullback(backend.asarray(g.astype(dtype))))
+        for got, ref in ((gx, gx_ref), (gy, gy_ref)):
+            got = np.ldexp(got.astype(np.float64), -k * (deg - 1))
+            np.testing.assert_allclose(got, ref, rtol=64 * eps,
+                                       atol=64 * eps * np.abs(ref).max(), err_msg=f"2^{k}")
+        ps = backend.asarray((s * x).astype(dtype))
+        pt = backend.asarray((s * y[[0, 1, 2, 3, 0]]).astype(dtype))
+        dp = to_numpy(rl.paired_distances(ps, pt, metric=metric)).astype(np.float64)
+        np.testing.assert_allclose(np.ldexp(dp, -k * deg), p_ref, rtol=16 * eps, atol=0,
+                                   err_msg=f"2^{k}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiny_and_huge_rows_in_one_batch(backend, dtype):
+    """The batch scale is set by the largest rows; pairs of rows far below it
+    are recomputed pair by pair, scaled by their own largest difference."""
+    if backend.name in SLOW_BACKENDS:
+        pytest.skip("backend-independent logic; the scale sweep covers this backend")
+    lo, hi = (1e-30, 1e30) if dtype == "float32" else (1e-300, 1e300)
+    x = np.array([[lo, 0, 0], [2 * lo, 0, 0], [hi, 0, 0], [-hi, hi, 0], [0, 3 * lo, 0]])
+    d = to_numpy(rl.pairwise_distances(backend.asarray(x.astype(dtype))))
+    rtol = 8 * float(np.finfo(dtype).eps)
+    x = x.astype(dtype).astype(np.float64)  # the values actually passed
+    np.testing.assert_allclose(d[0, 1], x[1, 0] - x[0, 0], rtol=rtol)
+    np.testing.assert_allclose(d[0, 4], np.hypot(x[0, 0], x[4, 1]), rtol=rtol)
+    np.testing.assert_allclose(d[2, 3], np.hypot(2 * x[2, 0], x[3, 1]), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_result_past_the_largest_float_is_inf(backend, dtype):
+    """Squared distances of rows ≥ sqrt(max) apart, and distances past max,
+    are not representable: they are inf (IEEE overflow), on every backend;
+    distances that fit stay finite and exact."""
+    if backend.name in SLOW_BACKENDS and dtype == "float64":
+        pytest.skip("float32 only on this backend")
+    big = float(np.finfo(dtype).max)
+    x = np.zeros((5, 3), dtype=dtype)  # the shape of the scale sweep (compiled once on JAX)
+    x[0, 0], x[1, 0], x[3, 1], x[4, 2] = 0.75 * big, -0.75 * big, 1.0, 2.0
+    with np.errstate(over="ignore"):
+        sq = to_numpy(rl.pairwise_distances(backend.asarray(x), metric="sqeuclidean"))
+        eu, pullback = rl.vjp(rl.pairwise_distances, backend.asarray(x))
+    eu = to_numpy(eu)
+    assert np.isinf(sq[0, 1]) and np.isinf(sq[0, 2]) and sq[0, 0] == 0.0
+    assert np.isinf(eu[0, 1]) and eu[0, 2] == x[0, 0] and eu[1, 2] == x[0, 0]
+    g = np.zeros((5, 5), dtype=dtype)
+    g[0, 1] = 1.0
+    (gx,) = pullback(backend.asarray(g))
+    expected = np.zeros((5, 3))
+    expected[0, 0], expected[1, 0] = 1.0, -1.0  # the unit vectors
+    np.testing.assert_array_equal(to_numpy(gx), expected)
+
+
+# --------------------------------------------------------------------------
+# l2_normalize: subnormal rows
+
+
+def test_l2_normalize_gradient_of_subnormal_rows_is_finite_and_right(backend):
+    """∂x̂/∂x = (I − x̂x̂ᵀ)/‖x‖ is homogeneous of degree −1: at a subnormal row
+    x it is 2^k times its value at the normal row 2^k·x. ‖x‖ itself used to
+    be rounded in the subnormal range (40 % off for [5e-324, 5e-324])."""
+    if backend.name == "jax":
+        pytest.skip("XLA on CPU flushes subnormals to zero (a zero row)")
+    k = 1070
+    xn = np.array([[1.0, 1.0], [3.0, -1.0], [1.0, 0.0]]) * 2.0**-4
+    x = np.ldexp(xn, -k)  # 2^-1074 (the smallest subnormal) to 3·2^-1074
+    g = np.array([[1.0, -2.0], [0.5, 0.25], [0.0, 1.0]]) * 2.0**-60
+    u = xn / np.linalg.norm(xn, axis=1, keepdims=True)
+    expected = (g - u * np.sum(u * g, axis=1, keepdims=True)) / np.linalg.norm(xn, axis=1,
+                                                                               keepdims=True)
+    expected = np.ldexp(expected, k)
+    xhat, pullback = rl.vjp(rl.l2_normalize, backend.asarray(x))
+    (gx,) = pullback(backend.asarray(g))
+    np.testing.assert_allclose(to_numpy(xhat), u, rtol=1e-15)
+    assert np.all(np.isfinite(to_numpy(gx)))
+    np.testing.assert_allclose(to_numpy(gx), expected, rtol=1e-14, atol=0)

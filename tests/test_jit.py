@@ -17,6 +17,7 @@ def test_distances_and_their_vjp_trace_under_jit(metric):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 3)) + 100.0
     x[4] = x[1] + 1e-9  # a near-duplicate: the exact recomputation must trace too
+    x[5] = x[2]  # a copy: the tie rule (lexicographic sort under jit) must trace too
     g = rng.normal(size=(6, 6))
 
     def f(a, cot):
@@ -26,6 +27,9 @@ def test_distances_and_their_vjp_trace_under_jit(metric):
     value, grad = jax.jit(f)(jnp.asarray(x), jnp.asarray(g))
     ref_value, ref_pullback = rl.vjp(rl.pairwise_distances, x, metric=metric)
     np.testing.assert_allclose(np.asarray(value), ref_value, rtol=1e-10, atol=1e-15)
+    value = np.asarray(value)
+    np.testing.assert_array_equal(value[5], value[2])
+    np.testing.assert_array_equal(value[:, 5], value[:, 2])
     np.testing.assert_allclose(np.asarray(grad), ref_pullback(g)[0], rtol=1e-9, atol=1e-9)
 
 
