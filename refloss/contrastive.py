@@ -316,7 +316,7 @@ def _all_pairs_fwd(
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
-    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     margin, pos_margin, power = _check_options(
         margin, pos_margin, power, metric, normalize, reduction
     )

@@ -145,12 +145,12 @@ def _check_options(margin, soft, reduction):
 
 
 def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction):
-    xp = check_labeled_batch(x, labels, metric, normalize)
+    xp, labels = check_labeled_batch(x, labels, metric, normalize)
     margin = _check_options(margin, soft, reduction)
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
     d, eres = embed_forward(xp, xc, metric, normalize)
-    return xp, dtype, margin, d, eres
+    return xp, dtype, margin, d, eres, labels
 
 
 def _empty(xp, x, d, reduction, shape):
@@ -302,7 +302,7 @@ def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
     reduction="mean",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
     b = d.shape[0]
@@ -397,7 +397,7 @@ def batch_hard_triplet_loss(
 def _semihard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, False, normalize, reduction
     )
     b = d.shape[0]
@@ -682,7 +682,7 @@ def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
     reduction="mean_nonzero",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
     b = d.shape[0]
