@@ -22,9 +22,11 @@ reduction          value                                       ∂value/∂t_k
 where :math:`\varepsilon` is the machine epsilon of the dtype the terms are
 computed in (float32 for float16/bfloat16 input), :math:`\max d` the largest
 distance the loss computed for the batch, :math:`m` the margin inside the
-hinge (``max(margin, pos_margin)`` for the contrastive losses; 0 for the soft
-triplet margin) and :math:`p` the power of the hinge (``power`` of the
-contrastive losses, 1 for the triplet losses). The terms are hinges
+hinge (``max(margin, pos_margin)`` for the contrastive losses) and :math:`p`
+the power of the hinge (``power`` of the contrastive losses, 1 for the
+triplet losses). The soft triplet margin has :math:`\tau = 0`: its softplus
+terms are never 0 in exact arithmetic and a tiny one is accurate to its own
+ulps, so none is noise. The terms are hinges
 :math:`[u - v]_+^p` whose operands are at most :math:`s`: a term that is 0 in
 exact arithmetic comes out as a few ulps of :math:`s` (4.4e-16 after
 ``normalize=True``), and 16 ulps of :math:`s` leaves room for the rounding of

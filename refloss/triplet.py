@@ -119,8 +119,10 @@ def _reduce(xp, terms, reduction, count, tol=0.0):
 
 
 def _tol(xp, reduction, d, margin, soft):
-    """τ of "mean_nonzero": 16 ulps of (margin + max d); the soft margin has no m."""
-    return nonzero_tolerance(xp, reduction, d, 0.0 if soft else margin)
+    """τ of "mean_nonzero": 16 ulps of (margin + max d) for the hinge; 0 for
+    the soft margin, whose softplus terms have no exact zeros to round (a
+    tiny one is accurate to its own ulps, not noise)."""
+    return 0.0 if soft else nonzero_tolerance(xp, reduction, d, margin)
 
 
 def _upstream(xp, rres, g, mask, dtype):
