@@ -11,10 +11,12 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj, is_lazy_array
 from array_api_compat import device as _device
 
 __all__ = [
+    "as_index",
     "check_alpha",
     "check_choice",
     "check_finite",
@@ -25,6 +27,7 @@ __all__ = [
     "check_num_classes",
     "check_positive",
     "check_rank",
+    "check_real",
     "check_same_rows",
     "compute_dtype",
     "namespace",
@@ -52,6 +55,7 @@ def namespace(*, optional: tuple[str, ...] = (), **arrays: Any) -> Any:
                 f"{name}: expected an array (NumPy, CuPy, PyTorch, JAX or "
                 f"array-api-strict), got {type(a).__module__}.{type(a).__qualname__}"
             )
+        _check_plain(name, a)
     try:
         xp = array_namespace(*present.values())
     except TypeError:
@@ -74,6 +78,24 @@ def namespace(*, optional: tuple[str, ...] = (), **arrays: Any) -> Any:
     return xp
 
 
+def _check_plain(name: str, a: Any) -> None:
+    """Refuse the array objects that pass the array-API check but would be
+    computed wrongly or not at all: NumPy masked arrays (the mask would be
+    ignored by some operations and applied by others) and torch meta tensors
+    (no values, which the checks and the mining read)."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: expected a plain array, got a numpy.ma.MaskedArray (masks are "
+            f"not supported: pass a.filled(...) or a.compressed() as you intend)"
+        )
+    if getattr(a, "is_meta", False) is True:
+        raise TypeError(
+            f"{name}: expected an array with values, got a torch tensor on the meta "
+            f"device (meta tensors are not supported: refloss reads values to "
+            f"validate and to mine)"
+        )
+
+
 def _library(a: Any) -> str:
     return type(a).__module__.split(".")[0]
 
@@ -83,8 +105,13 @@ def check_float(xp: Any, name: str, a: Any) -> None:
         raise TypeError(f"{name}: expected a real floating dtype, got {a.dtype}")
 
 
-def check_labels(xp: Any, name: str, a: Any, rows: int, rows_of: str) -> None:
-    """A 1-D integer array with one entry per row of ``rows_of``."""
+def check_labels(xp: Any, name: str, a: Any, rows: int, rows_of: str) -> Any:
+    """A 1-D integer array with one entry per row of ``rows_of``; returns it
+    in the backend's default index dtype (:func:`as_index`).
+
+    Every integer dtype the backend has is accepted (bool is not an integer
+    here: TypeError), and every one behaves as the same values in int64 would.
+    """
     if not xp.isdtype(a.dtype, "integral"):
         raise TypeError(f"{name}: expected an integer dtype, got {a.dtype}")
     if a.ndim != 1:
@@ -94,6 +121,41 @@ def check_labels(xp: Any, name: str, a: Any, rows: int, rows_of: str) -> None:
             f"{name}: expected {rows} entries (one per row of {rows_of}), "
             f"got {a.shape[0]}"
         )
+    return as_index(xp, name, a)
+
+
+def as_index(xp: Any, name: str, a: Any) -> Any:
+    """Integer array ``a`` in the default index dtype (int64; int32 on JAX
+    without x64), so that narrow labels never wrap in an ``arange`` of class
+    indices and every library's take/compare accepts them (torch indexes with
+    int32/int64 only and lacks min/max for uint16/32/64).
+
+    A value outside the index dtype's range (uint64 >= 2**63) is a ValueError,
+    never a silent wrap; under ``jax.jit`` (traced labels) it is not checked.
+    """
+    idx = default_index_dtype(xp, _device(a))
+    if a.dtype == idx:
+        return a
+    out = xp.astype(a, idx)
+    src, dst = xp.iinfo(a.dtype), xp.iinfo(idx)
+    if (src.min >= dst.min and src.max <= dst.max) or is_traced(a):
+        return out
+    unsigned = xp.isdtype(a.dtype, "unsigned integer")
+    # same width: a wrapped unsigned value turns negative; wider: the round
+    # trip changes it (torch has no min/max for uint64 to compare directly)
+    bad = out < 0 if unsigned else xp.zeros(out.shape, dtype=xp.bool, device=_device(a))
+    if src.bits > dst.bits:
+        bad = bad | (xp.astype(out, a.dtype) != a)
+    if any_true(xp, bad) and not is_traced(bad):
+        i = int(xp.argmax(xp.astype(bad, xp.int8)))
+        value = int(out[i])
+        value = value + 2**src.bits if unsigned and value < 0 else int(a[i])
+        index = str(idx).rsplit(".", 1)[-1]  # torch.int64 -> int64
+        raise ValueError(
+            f"{name}: expected values in [{int(dst.min)}, {int(dst.max)}] (the "
+            f"{index} index range), got {value}"
+        )
+    return out
 
 
 def check_rank(name: str, a: Any, ndim: int, what: str) -> None:
@@ -126,10 +188,36 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
 
 
-def check_margin(name: str, value: Any) -> float:
+def check_real(name: str, value: Any, expected: str = "a finite number") -> float:
+    """A real number (Python or NumPy; not bool) as a Python float.
+
+    One too large for a float (``10**400``) is a ValueError saying
+    ``expected``, not Python's OverflowError.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: expected {expected}, got {_too_large(value)}") from None
+
+
+def _too_large(value: Any) -> str:
+    if isinstance(value, Integral):
+        return _show_int(int(value))
+    return f"a {type(value).__name__} too large for a float"
+
+
+def _show_int(value: int) -> str:
+    """The int itself, or its size when long (str() of a huge int can raise)."""
+    if abs(value) < 10**30:
+        return str(value)
+    digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
+
+
+def check_margin(name: str, value: Any) -> float:
+    value = check_real(name, value, "a finite number >= 0")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return value
@@ -145,12 +233,14 @@ def check_positive(name: str, value: Any) -> float:
 
 
 def check_alpha(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"alpha: expected a real number, got {type(value).__name__}")
-    value = float(value)
+    value = check_real("alpha", value, "a number in [0, 1]")
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ValueError(f"alpha: expected a number in [0, 1], got {value!r}")
     return value
+
+
+# class indices live in int64 (the index dtype): more classes cannot be indexed
+MAX_CLASSES = 2**63 - 1
 
 
 def check_num_classes(value: Any) -> int:
@@ -160,6 +250,11 @@ def check_num_classes(value: Any) -> int:
         )
     if value < 1:
         raise ValueError(f"num_classes: expected an integer >= 1, got {value}")
+    if value > MAX_CLASSES:
+        raise ValueError(
+            f"num_classes: expected an integer <= 2**63 - 1 (int64 class indices), "
+            f"got {_show_int(int(value))}"
+        )
     return int(value)
 
 

@@ -61,11 +61,12 @@ _ONEHOT_ELEMENTS = 1 << 22
 def class_sums(xp: Any, values: Any, labels: Any, num_classes: int) -> Any:
     """``(C, D)`` array of :math:`\\sum_{y_i = j} v_i`: one-hot GEMMs over class chunks."""
     chunk = max(1, _ONEHOT_ELEMENTS // max(labels.shape[0], 1))
+    # class indices in the index dtype: an arange in a narrow label dtype
+    # (uint8 past 256 classes) would wrap into phantom classes
+    idx = _checks.default_index_dtype(xp, _device(labels))
     parts = []
     for c0 in range(0, num_classes, chunk):
-        cls = xp.arange(
-            c0, min(c0 + chunk, num_classes), dtype=labels.dtype, device=_device(labels)
-        )
+        cls = xp.arange(c0, min(c0 + chunk, num_classes), dtype=idx, device=_device(labels))
         onehot = xp.astype(labels[:, None] == cls[None, :], values.dtype)
         parts.append(onehot.T @ values)
     return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
@@ -77,9 +78,7 @@ def class_counts(xp: Any, labels: Any, num_classes: int) -> Any:
     dtype = _checks.default_index_dtype(xp, _device(labels))
     parts = []
     for c0 in range(0, num_classes, chunk):
-        cls = xp.arange(
-            c0, min(c0 + chunk, num_classes), dtype=labels.dtype, device=_device(labels)
-        )
+        cls = xp.arange(c0, min(c0 + chunk, num_classes), dtype=dtype, device=_device(labels))
         hits = labels[:, None] == cls[None, :]
         parts.append(xp.astype(xp.count_nonzero(hits, axis=0), dtype))
     return xp.concat(parts) if len(parts) > 1 else parts[0]
@@ -102,15 +101,16 @@ def apply_update(xp: Any, centers: Any, sums: Any, counts: Any, rule: str, alpha
 
 
 def _check_batch(x, labels, centers=None, *, with_centers=True):
+    """``(xp, labels)``, the labels in the default index dtype."""
     optional = () if with_centers else ("centers",)
     xp = _checks.namespace(optional=optional, x=x, labels=labels, centers=centers)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
-    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if centers is not None:
         _check_centers(xp, centers, x)
     _checks.check_finite(xp, "x", x)
-    return xp
+    return xp, labels
 
 
 def _check_centers(xp, centers, x):
@@ -135,7 +135,7 @@ def _check_centers(xp, centers, x):
 
 
 def _center_loss_fwd(x, labels, centers, *, reduction="sum"):
-    xp = _check_batch(x, labels, centers)
+    xp, labels = _check_batch(x, labels, centers)
     _checks.check_choice("reduction", reduction, CENTER_REDUCTIONS)
     num_classes = centers.shape[0]
     _checks.check_label_range(xp, "labels", labels, num_classes)
@@ -208,7 +208,7 @@ def center_stats(x: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
         labels: ``[B]`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes C (>= 1).
     """
-    xp = _check_batch(x, labels, with_centers=False)
+    xp, labels = _check_batch(x, labels, with_centers=False)
     num_classes = _checks.check_num_classes(num_classes)
     _checks.check_label_range(xp, "labels", labels, num_classes)
     cdt = _checks.compute_dtype(xp, x.dtype)
@@ -238,7 +238,7 @@ def update_centers(
         rule: ``"wen"`` or ``"ema"``.
         alpha: step in ``[0, 1]``.
     """
-    xp = _check_batch(x, labels, centers)
+    xp, labels = _check_batch(x, labels, centers)
     _check_rule(rule, UPDATE_RULES)
     alpha = _checks.check_alpha(alpha)
     _checks.check_label_range(xp, "labels", labels, centers.shape[0])
@@ -479,7 +479,7 @@ class RunningCenters:
             raise TypeError(
                 f"x: expected the dtype of the centers ({self._centers.dtype}), got {x.dtype}"
             )
-        _check_batch(x, labels, self._centers)
+        _, labels = _check_batch(x, labels, self._centers)
         _checks.check_label_range(xp, "labels", labels, self.num_classes)
         sums = class_sums(xp, xp.astype(x, self._sums.dtype), labels, self.num_classes)
         counts = class_counts(xp, labels, self.num_classes)

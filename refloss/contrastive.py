@@ -57,7 +57,7 @@ from .distances import (
     pairwise_forward,
 )
 from .normalization import normalize_backward, normalize_forward
-from .reductions import REDUCTIONS, reduce_backward, reduce_forward
+from .reductions import REDUCTIONS, nonzero_tolerance, reduce_backward, reduce_forward
 from .vjp import defvjp
 
 __all__ = ["contrastive_loss", "contrastive_loss_all_pairs"]
@@ -184,7 +184,9 @@ def _contrastive_fwd(
         nres = (ares, bres)
     d, dres = paired_forward(xp, ac, bc, metric)
     terms, tres = terms_forward(xp, d, same, margin, pos_margin, power, scale)
-    value, rres = reduce_forward(xp, terms, reduction)
+    # the terms are scaled by c, so is the rounding noise they may carry
+    tol = nonzero_tolerance(xp, reduction, d, max(margin, pos_margin), power) * scale
+    value, rres = reduce_forward(xp, terms, reduction, tol=tol)
     return xp.astype(value, dtype), (xp, dtype, nres, dres, d, tres, rres, terms)
 
 
@@ -333,7 +335,7 @@ def _all_pairs_fwd(
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
-    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     margin, pos_margin, power, scale = _check_options(
         margin, pos_margin, power, metric, normalize, reduction, scale
     )
@@ -368,7 +370,10 @@ def _all_pairs_fwd(
         value, rres = reduce_forward(xp, terms, reduction)
     else:
         rank = None
-        value, rres = reduce_forward(xp, xp.reshape(tmat, (-1,)), reduction, count=n_pairs)
+        tol = nonzero_tolerance(xp, reduction, dmat, max(margin, pos_margin), power)
+        value, rres = reduce_forward(
+            xp, xp.reshape(tmat, (-1,)), reduction, count=n_pairs, tol=tol
+        )
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
     del tmat
     res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank)
@@ -426,8 +431,9 @@ def contrastive_loss_all_pairs(
     O(B² + B·D) memory, no pair list.
 
     Reductions: ``"mean"`` divides by B(B−1)/2 (0 when B < 2), ``"sum"``,
-    ``"mean_nonzero"`` divides by the number of strictly positive terms (0
-    when there are none), and ``"none"`` returns the B(B−1)/2 terms in
+    ``"mean_nonzero"`` divides by the number of terms above rounding noise,
+    > τ = (16 ε (max(margin, pos_margin) + max d))^power (0 when there are
+    none; :mod:`refloss.reductions`), and ``"none"`` returns the B(B−1)/2 terms in
     row-major order (0,1), (0,2), …, (0,B−1), (1,2), …
 
     Gradient (through :func:`refloss.vjp`): with :math:`w_{ij}` the upstream

@@ -30,6 +30,7 @@ from .triplet import (
     _labeled_forward,
     _reduce,
     _scaled,
+    _tol,
     _upstream,
 )
 from .vjp import defvjp
@@ -50,7 +51,7 @@ def _hardest_negative_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
     reduction="mean",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
     if d.shape[0] == 0:
@@ -58,7 +59,9 @@ def _hardest_negative_fwd(
     valid, neg, d_an = _select(xp, d, labels)
     z = _argument(d, d_an[:, None], margin, soft)
     terms = xp.where(valid, _hinge(xp, z, soft), 0.0)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(valid))
+    value, rres = _reduce(
+        xp, terms, reduction, xp.count_nonzero(valid), _tol(xp, reduction, d, margin, soft)
+    )
     res = (xp, dtype, (eres, valid, neg, z, soft, rres))
     return xp.astype(value, dtype), res
 
@@ -129,7 +132,7 @@ def hardest_negative_triplet_loss(
         soft: soft margin (softplus) instead of the hinge.
         normalize: L2-normalise the embeddings first.
         reduction: ``"mean"`` over the counted pairs (default; 0 when there
-            is none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
+            is none), ``"sum"``, ``"mean_nonzero"`` (over terms above the rounding tolerance τ of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where
             (a, p) is not a counted pair**.
 
@@ -191,7 +194,7 @@ def mine_hardest_negative(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     valid, neg, _ = _select(xp, d, labels)

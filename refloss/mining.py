@@ -146,15 +146,16 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_labeled_batch(x: Any, labels: Any, metric: Any, normalize: Any) -> Any:
-    """Validate ``(x, labels, metric, normalize)``; returns the namespace."""
+    """Validate ``(x, labels, metric, normalize)``; returns the namespace and
+    the labels in the default index dtype."""
     xp = _checks.namespace(x=x, labels=labels)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
-    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     _checks.check_choice("metric", metric, METRICS)
     check_bool("normalize", normalize)
     _checks.check_finite(xp, "x", x)
-    return xp
+    return xp, labels
 
 
 def embed_forward(xp: Any, x: Any, metric: str, normalize: bool):
@@ -334,10 +335,10 @@ def compact_ok(xp: Any, labels: Any) -> bool:
 
 
 def _prepare(x, labels, metric, normalize):
-    xp = check_labeled_batch(x, labels, metric, normalize)
+    xp, labels = check_labeled_batch(x, labels, metric, normalize)
     xc = xp.astype(x, _checks.compute_dtype(xp, x.dtype))
     d, _ = embed_forward(xp, xc, metric, normalize)
-    return xp, d
+    return xp, d, labels
 
 
 def _empty_triplets(xp, like):
@@ -375,7 +376,7 @@ def mine_batch_hard(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     sel = BatchHard(xp, d, labels)
@@ -415,7 +416,7 @@ def mine_semihard(
         Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015. TensorFlow Addons
         ``tfa.losses.triplet_semihard_loss``.
     """
-    xp, d = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize)
     b = d.shape[0]
     if b == 0:
         return _empty_triplets(xp, x)

@@ -49,7 +49,7 @@ from .mining import (
     row_searchsorted,
 )
 from .normalization import normalize_backward, normalize_forward
-from .reductions import REDUCTIONS, reduce_backward, reduce_forward
+from .reductions import REDUCTIONS, nonzero_tolerance, reduce_backward, reduce_forward
 from .vjp import defvjp
 
 __all__ = [
@@ -109,14 +109,22 @@ def _argument(d_ap, d_an, margin, soft):
     return d_ap - d_an if soft else (d_ap + margin) - d_an
 
 
-def _reduce(xp, terms, reduction, count):
-    """Reduce a term vector or B×B term matrix; ``count`` is the "mean" divisor."""
+def _reduce(xp, terms, reduction, count, tol=0.0):
+    """Reduce a term vector or B×B term matrix; ``count`` is the "mean" divisor,
+    ``tol`` the "mean_nonzero" tolerance (:func:`_tol`)."""
     if reduction == "none":
         return reduce_forward(xp, terms, "none")
     flat = xp.reshape(terms, (-1,))
     if reduction == "mean":
         return reduce_forward(xp, flat, "mean", count)
-    return reduce_forward(xp, flat, reduction)
+    return reduce_forward(xp, flat, reduction, tol=tol)
+
+
+def _tol(xp, reduction, d, margin, soft):
+    """τ of "mean_nonzero": 16 ulps of (margin + max d) for the hinge; 0 for
+    the soft margin, whose softplus terms have no exact zeros to round (a
+    tiny one is accurate to its own ulps, not noise)."""
+    return 0.0 if soft else nonzero_tolerance(xp, reduction, d, margin)
 
 
 def _upstream(xp, rres, g, mask, dtype):
@@ -147,12 +155,12 @@ def _check_options(margin, soft, reduction):
 
 
 def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction):
-    xp = check_labeled_batch(x, labels, metric, normalize)
+    xp, labels = check_labeled_batch(x, labels, metric, normalize)
     margin = _check_options(margin, soft, reduction)
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
     d, eres = embed_forward(xp, xc, metric, normalize)
-    return xp, dtype, margin, d, eres
+    return xp, dtype, margin, d, eres, labels
 
 
 def _empty(xp, x, d, reduction, shape):
@@ -210,7 +218,8 @@ def _triplet_fwd(
         d_neg = xp.where(use_pn, d_pn, d_an)
     z = _argument(d_ap, d_neg, margin, soft)
     terms = _hinge(xp, z, soft)
-    value, rres = reduce_forward(xp, terms, reduction)
+    tol = _tol(xp, reduction, xp.maximum(d_ap, d_neg), margin, soft)
+    value, rres = reduce_forward(xp, terms, reduction, tol=tol)
     res = (xp, dtype, soft, z, terms, rres, r_ap, r_an, r_pn, use_pn, nres)
     return xp.astype(value, dtype), res
 
@@ -274,7 +283,8 @@ def triplet_margin_loss(
         swap: distance swap (Balntas et al. 2016).
         normalize: L2-normalise the three inputs first.
         reduction: ``"mean"`` (over the N triplets, default), ``"sum"``,
-            ``"mean_nonzero"`` (over terms > 0) or ``"none"`` (the ``[N]`` terms).
+            ``"mean_nonzero"`` (over terms > τ, the rounding-noise
+            tolerance of :mod:`refloss.reductions`) or ``"none"`` (the ``[N]`` terms).
 
     Returns:
         A 0-d array (``[N]`` for ``"none"``) in the namespace, device and dtype
@@ -304,7 +314,7 @@ def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
     reduction="mean", anchor_as_positive=False,
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
     check_bool("anchor_as_positive", anchor_as_positive)
@@ -314,7 +324,8 @@ def _batch_hard_fwd(
     sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive)
     z = _argument(sel.d_ap, sel.d_an, margin, soft)
     terms = xp.where(sel.valid, _hinge(xp, z, soft), 0.0)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid))
+    tol = _tol(xp, reduction, d, margin, soft)
+    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
     res = (xp, dtype, (eres, sel, z, soft, terms, rres))
     return xp.astype(value, dtype), res
 
@@ -386,7 +397,8 @@ def batch_hard_triplet_loss(
         soft: soft margin (Hermans et al.) instead of the hinge.
         normalize: L2-normalise the embeddings first.
         reduction: ``"mean"`` over valid anchors (default; 0 when there is
-            none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
+            none), ``"sum"``, ``"mean_nonzero"`` (over terms > τ, the rounding-noise
+            tolerance of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B]`` terms, **0 for invalid anchors**.
         anchor_as_positive: count the anchor as its own positive (distance
             0), default False.
@@ -416,7 +428,7 @@ def batch_hard_triplet_loss(
 def _semihard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, False, normalize, reduction
     )
     b = d.shape[0]
@@ -429,7 +441,9 @@ def _semihard_fwd(
         valid, d_an, tied = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
-        value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(valid))
+        value, rres = _reduce(
+            xp, terms, reduction, xp.count_nonzero(valid), _tol(xp, reduction, d, margin, False)
+        )
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
@@ -438,7 +452,8 @@ def _semihard_fwd(
     sel = SemiHard(xp, d, labels)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid))
+    tol = _tol(xp, reduction, d, margin, False)
+    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
     active = sel.valid & (z > 0)
     res = (xp, dtype, (eres, d, sel, active, rres))
     return xp.astype(value, dtype), res
@@ -671,7 +686,8 @@ def semihard_triplet_loss(
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
         normalize: L2-normalise the embeddings first.
         reduction: ``"mean"`` over the counted positive pairs (default; 0 when
-            there is none), ``"sum"``, ``"mean_nonzero"`` (over terms > 0), or
+            there is none), ``"sum"``, ``"mean_nonzero"`` (over terms > τ, the rounding-noise
+            tolerance of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where (a, p)
             is not a counted positive pair**.
 
@@ -701,7 +717,7 @@ def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
     reduction="mean_nonzero", pairs="ordered",
 ):
-    xp, dtype, margin, d, eres = _labeled_forward(
+    xp, dtype, margin, d, eres, labels = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction
     )
     _checks.check_choice("pairs", pairs, PAIRS)
@@ -715,18 +731,18 @@ def _batch_all_fwd(
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
     n_valid = xp.sum(n_pos * n_neg)
+    # "mean_nonzero" counts the triplets with l_apn > τ, i.e. d_an < t_ap - τ
+    tol = _tol(xp, reduction, d, margin, soft)
     if soft:
-        terms, n_nonzero = _batch_all_soft(xp, d, pos, neg)
+        terms, n_nonzero = _batch_all_soft(xp, d, pos, neg, tol)
         state = None
     elif reduction != "none" and compact_ok(xp, labels):
         # the per-pair sums are only summed: keep them in the B×W table
         tab = PositiveTable(xp, d, labels, upper=upper)
-        terms, k = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin)
-        n_nonzero = xp.sum(k)
+        terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
         state = (k, margin, tab)
     else:
-        terms, k = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin)
-        n_nonzero = xp.sum(k)
+        terms, k, n_nonzero = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol)
         state = (k, margin, None)
     if reduction == "mean_nonzero":
         value, rres = _reduce(xp, terms, "mean", n_nonzero)
@@ -756,8 +772,9 @@ def _batch_all_bwd(residuals, g):
     return xp.astype(gx, dtype), None
 
 
-def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin):
-    r"""Per positive pair, ``S_ap = Σ_n [t_ap - d_an]_+`` with t = d_ap + m, and k_ap.
+def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol):
+    r"""Per positive pair, ``S_ap = Σ_n [t_ap - d_an]_+`` with t = d_ap + m, k_ap,
+    and the count Σ_ap #{n : s_n < t_ap - tol} of terms above ``tol``.
 
     Sorted negatives s_0 <= s_1 <= ... of anchor a, shifted by s_0 (which
     keeps the prefix sums small and their cancellation harmless), prefix sums
@@ -774,10 +791,18 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin):
     del shifted
     t = d + margin
     k = xp.where(pos, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
+    n_nonzero = _count_above(xp, sorted_neg, t, tol, pos, k)
     del sorted_neg
     s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
     # s >= t - s_0 > 0 wherever k > 0 up to rounding; the where guards the sign
-    return xp.where(s > 0, s, 0.0), k
+    return xp.where(s > 0, s, 0.0), k, n_nonzero
+
+
+def _count_above(xp, sorted_neg, t, tol, valid, k):
+    """Σ #{n : s_n < t - tol} over the valid entries (Σ k when tol is 0)."""
+    if isinstance(tol, float) and tol == 0.0:
+        return xp.sum(k)
+    return xp.sum(xp.where(valid, row_searchsorted(xp, sorted_neg, t - tol, side="left"), 0))
 
 
 def _sorted_negatives(xp, d, neg, n_neg, cols):
@@ -790,8 +815,8 @@ def _sorted_negatives(xp, d, neg, n_neg, cols):
     return sorted_neg, first, prefix
 
 
-def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin):
-    r""":func:`_batch_all_hinge` on the positive table: ``(S, k)``, both B×W.
+def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
+    r""":func:`_batch_all_hinge` on the positive table: ``(S, k, count)``, S and k B×W.
 
     Only sorted *values* are needed (the sum over the k smallest negatives
     does not care which columns they are), so the row-wise work is one
@@ -800,9 +825,10 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin):
     sorted_neg, first, prefix = _sorted_negatives(xp, d, neg, n_neg, cols)
     t = tab.d + margin
     k = xp.where(tab.valid, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
+    n_nonzero = _count_above(xp, sorted_neg, t, tol, tab.valid, k)
     del sorted_neg
     s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
-    return xp.where(s > 0, s, 0.0), k
+    return xp.where(s > 0, s, 0.0), k, n_nonzero
 
 
 def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
@@ -866,8 +892,9 @@ def _soft_chunks(b):
     return [(s, min(s + per, b)) for s in range(0, b, per)]
 
 
-def _batch_all_soft(xp, d, pos, neg):
-    """``S_ap = Σ_n softplus(d_ap - d_an)`` over valid triplets, in anchor chunks."""
+def _batch_all_soft(xp, d, pos, neg, tol):
+    """``S_ap = Σ_n softplus(d_ap - d_an)`` over valid triplets, in anchor chunks,
+    and the number of those terms > ``tol``."""
     parts = []
     n_nonzero = 0
     for a0, a1 in _soft_chunks(d.shape[0]):
@@ -876,7 +903,7 @@ def _batch_all_soft(xp, d, pos, neg):
         valid = pos[a0:a1, :, None] & neg[a0:a1, None, :]
         sp = xp.where(valid, _softplus(xp, z), 0.0)
         parts.append(xp.sum(sp, axis=2))
-        n_nonzero = n_nonzero + xp.count_nonzero(sp > 0)
+        n_nonzero = n_nonzero + xp.count_nonzero(sp > tol)
     return _concat_rows(xp, parts), n_nonzero
 
 
@@ -941,9 +968,11 @@ def batch_all_triplet_loss(
         soft: soft margin instead of the hinge.
         normalize: L2-normalise the embeddings first.
         reduction: ``"mean_nonzero"`` (default: the sum over the number of
-            triplets whose term is strictly > 0 — for the hinge,
-            :math:`\sum k_{ap}`; Hermans et al.'s :math:`L_{BA\ne0}`,
-            pytorch-metric-learning's AvgNonZeroReducer), ``"mean"`` (over all
+            triplets whose term is > τ = 16 ε (margin + max d), rounding
+            noise left out (:mod:`refloss.reductions`) — for the hinge,
+            :math:`\sum_{ap} \#\{n: d_{an} < t_{ap} - \tau\}`; Hermans et
+            al.'s :math:`L_{BA\ne0}`, pytorch-metric-learning's
+            AvgNonZeroReducer up to τ), ``"mean"`` (over all
             valid triplets, :math:`\sum_a \#pos(a)\,\#neg(a)`), ``"sum"``, or
             ``"none"``: the ``[B, B]`` matrix of per-pair sums
             :math:`S_{ap} = \sum_n l_{apn}` (**0 where (a, p) is not a

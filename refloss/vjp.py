@@ -14,8 +14,10 @@ there is no registry and no global state.
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
+import numpy as np
 from array_api_compat import device as _device
 from array_api_compat import is_array_api_obj
 
@@ -45,9 +47,10 @@ def defvjp(forward: Callable, backward: Callable) -> Callable:
 def vjp(loss_fn: Callable, *args: Any, **kwargs: Any):
     r"""Evaluate ``loss_fn(*args, **kwargs)`` and return ``(value, pullback)``.
 
-    ``pullback(g)`` maps an upstream gradient ``g`` — a Python number or an
-    array shaped like the (first) value, in its namespace and on its device
-    — to ``grads``, a tuple with one entry per positional argument: the
+    ``pullback(g)`` maps an upstream gradient ``g`` — a number (Python or
+    NumPy scalar, broadcast to the value's shape; for a scalar value also a
+    0-d NumPy array) or an array shaped like the (first) value, in its
+    namespace and on its device — to ``grads``, a tuple with one entry per positional argument: the
     gradient :math:`g^\top \partial\,\mathrm{value}/\partial\,\mathrm{arg}` for each
     floating array argument, ``None`` for labels, ``same`` and other
     non-differentiable arguments. Arrays passed by keyword get no gradient.
@@ -106,7 +109,19 @@ def _rule(loss_fn: Callable):
 def _as_cotangent(value: Any, g: Any) -> Any:
     xp = _checks.namespace(value=value)
     dtype = _checks.compute_dtype(xp, value.dtype)
-    if is_array_api_obj(g):
+    # a NumPy scalar (np.float64(1.0), np.float32, np.int64) is a number, for a
+    # loss of any library; so is a 0-d NumPy array for a scalar loss
+    if type(g) is np.ndarray and g.ndim == 0 and value.ndim == 0:
+        g = g[()]
+    if isinstance(g, np.generic) or not is_array_api_obj(g):
+        if isinstance(g, bool) or not isinstance(g, Real):
+            raise TypeError(
+                f"g: expected a number or an array shaped like the value, "
+                f"got {type(g).__name__}"
+            )
+        g = _checks.check_real("g", g)
+        g = xp.full(tuple(value.shape), g, dtype=dtype, device=_device(value))
+    else:
         try:
             _checks.namespace(value=value, g=g)
         except (TypeError, ValueError) as exc:
@@ -120,12 +135,5 @@ def _as_cotangent(value: Any, g: Any) -> Any:
         if not (xp.isdtype(g.dtype, "real floating") or xp.isdtype(g.dtype, "integral")):
             raise TypeError(f"g: expected a real dtype, got {g.dtype}")
         g = xp.astype(g, dtype)
-    elif isinstance(g, (int, float)) and not isinstance(g, bool):
-        g = xp.full(tuple(value.shape), float(g), dtype=dtype, device=_device(value))
-    else:
-        raise TypeError(
-            f"g: expected a number or an array shaped like the value, "
-            f"got {type(g).__name__}"
-        )
     _checks.check_finite(xp, "g", g)
     return g

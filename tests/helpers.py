@@ -64,6 +64,13 @@ def assert_close(
     np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol)
 
 
+def nonzero_tol(max_d: float, margin: float, power: int = 1,
+                eps: float = float(np.finfo(np.float64).eps)) -> float:
+    """τ of "mean_nonzero", transcribed from docs/reductions.md: a term counts
+    when it is > (16 ε (m + max d))^p (the hinge's rounding noise left out)."""
+    return (16.0 * eps * (margin + max_d)) ** power
+
+
 # ---------------------------------------------------------------------------
 # finite differences (NumPy float64)
 

@@ -449,6 +449,108 @@ def test_num_classes_not_an_int(fn, bad):
 
 
 # --------------------------------------------------------------------------
+# numbers too large for a float
+
+
+HUGE = 10**400  # float(HUGE) raises OverflowError: a ValueError here
+Y_ROWS = X[::-1].copy()
+
+
+@pytest.mark.parametrize(
+    ("call", "arg"),
+    [
+        pytest.param(lambda v: rl.batch_hard_triplet_loss(X, LABELS, margin=v), "margin",
+                     id="batch_hard-margin"),
+        pytest.param(lambda v: rl.triplet_margin_loss(X, Y_ROWS, B_, margin=-v), "margin",
+                     id="triplet_margin_loss-negative-margin"),
+        pytest.param(lambda v: rl.contrastive_loss_all_pairs(X, LABELS, pos_margin=v),
+                     "pos_margin", id="contrastive_loss_all_pairs-pos_margin"),
+        pytest.param(lambda v: update_centers(alpha=v), "alpha", id="update_centers-alpha"),
+        pytest.param(lambda v: running_centers(alpha=v), "alpha", id="running_centers-alpha"),
+        pytest.param(lambda v: center_stats(num_classes=v), "num_classes",
+                     id="center_stats-num_classes"),
+        pytest.param(lambda v: running_centers(num_classes=v), "num_classes",
+                     id="running_centers-num_classes"),
+        pytest.param(lambda v: pullback(g=v), "g", id="pullback-g"),
+        pytest.param(lambda v: _pml().contrastive_loss(X, LABELS, power=v), "power",
+                     id="pml.contrastive_loss-power"),
+        pytest.param(lambda v: _torch_nn().pairwise_distance(X, B_, eps=v), "eps",
+                     id="torch_nn.pairwise_distance-eps"),
+    ],
+)
+def test_huge_python_int_is_a_value_error(call, arg):
+    with pytest.raises(ValueError, match=rf"^{arg}: expected .*got .*integer of about 401 digits"):
+        call(HUGE)
+
+
+def test_num_classes_past_int64_is_a_value_error():
+    message = r"^num_classes: expected .*2\*\*63 - 1.*got 9223372036854775808$"
+    with pytest.raises(ValueError, match=message):
+        center_stats(num_classes=2**63)
+
+
+def _pml():
+    from refloss.compat import pml
+
+    return pml
+
+
+def _torch_nn():
+    from refloss.compat import torch_nn
+
+    return torch_nn
+
+
+# --------------------------------------------------------------------------
+# arrays that pass as arrays but are not plain ones: masked, meta
+
+
+MORE_ARRAY_ARGS = [
+    pytest.param(lambda **kw: rl.batch_all_triplet_loss(kw.get("x", X), kw.get("labels", LABELS)),
+                 "x", id="batch_all-x"),
+    pytest.param(lambda **kw: rl.batch_all_triplet_loss(kw.get("x", X), kw.get("labels", LABELS)),
+                 "labels", id="batch_all-labels"),
+    pytest.param(lambda **kw: rl.mine_semihard(kw.get("x", X), kw.get("labels", LABELS)),
+                 "labels", id="mine_semihard-labels"),
+    pytest.param(lambda **kw: rl.contrastive_loss(kw.get("a", X), B_, kw.get("same", LABELS > 0)),
+                 "same", id="contrastive_loss-same"),
+]
+
+
+@pytest.mark.parametrize(("fn", "arg"), ARRAY_ARGS + MORE_ARRAY_ARGS)
+def test_masked_array(fn, arg):
+    default = _default(fn, arg)
+    bad = np.ma.masked_array(default, mask=np.zeros(default.shape, dtype=bool))
+    with pytest.raises(TypeError, match=rf"^{arg}: expected a plain array, got a numpy.ma"):
+        fn(**{arg: bad})
+
+
+@pytest.mark.parametrize(("fn", "arg"), ARRAY_ARGS + MORE_ARRAY_ARGS)
+def test_meta_tensor(fn, arg):
+    torch = pytest.importorskip("torch")
+    args = {k: torch.asarray(v) for k, v in _array_defaults(fn).items()}
+    args[arg] = torch.asarray(_default(fn, arg)).to("meta")
+    with pytest.raises(TypeError, match=rf"^{arg}: expected an array with values, .*meta"):
+        fn(**args)
+
+
+@pytest.mark.parametrize("arg", ["like", "init"])
+def test_running_centers_meta_like_or_init(arg):
+    torch = pytest.importorskip("torch")
+    kwargs = {"like": torch.asarray(X), "init": torch.asarray(CENTERS)}
+    kwargs[arg] = kwargs[arg].to("meta")
+    with pytest.raises(TypeError, match=rf"^{arg}: expected an array with values, .*meta"):
+        running_centers(**kwargs)
+
+
+def _default(fn, arg):
+    param = inspect.signature(fn).parameters.get(arg)
+    if param is not None and isinstance(param.default, np.ndarray):
+        return param.default
+    return {"x": X, "labels": LABELS, "a": X, "same": LABELS > 0}[arg]
+
+
+# --------------------------------------------------------------------------
 # NaN and inf
 
 
@@ -519,6 +621,41 @@ def test_pullback_g_from_another_library(library):
     _, pull = rl.vjp(rl.pairwise_distances, X, Y)
     with pytest.raises(TypeError, match=r"^g: expected .*one library"):
         pull(mod.asarray(G))
+
+
+NUMPY_NUMBERS = [np.float64(2.0), np.float32(2.0), np.int64(2), np.asarray(2.0)]
+NUMPY_NUMBER_IDS = ["float64", "float32", "int64", "0-d array"]
+
+
+@pytest.mark.parametrize("g", NUMPY_NUMBERS, ids=NUMPY_NUMBER_IDS)
+@pytest.mark.parametrize("library", ["torch", "array_api_strict"])
+def test_pullback_takes_a_numpy_number_as_a_number(library, g):
+    # "a Python number" includes NumPy's scalars (and a 0-d array for a scalar
+    # loss) whatever the loss's library; the gradient is that of the float
+    mod = pytest.importorskip(library)
+    if library == "array_api_strict":
+        mod.set_array_api_strict_flags(api_version="2024.12")
+    args = (mod.asarray(X), mod.asarray(LABELS), mod.asarray(CENTERS))
+    _, pull = rl.vjp(rl.center_loss, *args)
+    for got, expected in zip(pull(g), pull(2.0)):
+        if expected is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_pullback_numpy_scalar_broadcasts_like_a_python_number():
+    torch = pytest.importorskip("torch")
+    _, pull = rl.vjp(rl.pairwise_distances, torch.asarray(X), torch.asarray(Y))
+    np.testing.assert_array_equal(pull(np.float32(2.0))[0].numpy(), pull(2.0)[0].numpy())
+
+
+@pytest.mark.parametrize("g", [np.bool_(True), np.complex128(1.0), True],
+                         ids=["np.bool_", "complex128", "bool"])
+def test_pullback_non_real_number(g):
+    _, pull = rl.vjp(rl.center_loss, X, LABELS, CENTERS)
+    with pytest.raises(TypeError, match=r"^g: expected a number"):
+        pull(g)
 
 
 # --------------------------------------------------------------------------

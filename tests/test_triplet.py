@@ -15,7 +15,14 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, directional_fd, to_numpy, tolerance, unit_directions
+from helpers import (
+    assert_close,
+    directional_fd,
+    nonzero_tol,
+    to_numpy,
+    tolerance,
+    unit_directions,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -177,11 +184,12 @@ def o_loss(x, labels, kind, *, margin=1.0, metric="euclidean", soft=False,
     dm = o_matrix(xe, metric)
     triplets = o_mine(dm, labels, kind)
     terms = np.zeros((b,) if kind == "batch_hard" else (b, b))
+    tau = 0.0 if soft or b == 0 else nonzero_tol(float(dm.max()), margin)
     flags, derivs = [], []
     for o, a, p, n in triplets:
         val, der = o_term(dm[a, p], dm[a, n], margin, soft)
         terms[o] += val
-        flags.append(val > 0)
+        flags.append(val > tau)
         derivs.append(der)
     value, scale = o_reduce(terms, flags, reduction, g)
     gd = np.zeros((b, b))
@@ -204,7 +212,7 @@ def o_triplet(a, p, n, *, margin=1.0, metric="euclidean", soft=False, swap=False
     """Brute-force triplet_margin_loss: value and (grad_a, grad_p, grad_n)."""
     ins = [o_normalize(v) if normalize else v for v in (a, p, n)]
     ae, pe, ne = ins
-    terms, flags, parts = [], [], []
+    terms, parts, used = [], [], [0.0]
     for i in range(a.shape[0]):
         d_ap = o_dist(ae[i], pe[i], metric)
         d_an = o_dist(ae[i], ne[i], metric)
@@ -212,8 +220,10 @@ def o_triplet(a, p, n, *, margin=1.0, metric="euclidean", soft=False, swap=False
         use_pn = swap and d_pn < d_an
         val, der = o_term(d_ap, d_pn if use_pn else d_an, margin, soft)
         terms.append(val)
-        flags.append(val > 0)
+        used += [d_ap, d_pn if use_pn else d_an]
         parts.append((use_pn, der))
+    tau = 0.0 if soft else nonzero_tol(max(used), margin)
+    flags = [t > tau for t in terms]
     terms = np.array(terms)
     value, scale = o_reduce(terms, flags, reduction, g)
     grads = [np.zeros_like(v) for v in ins]

@@ -36,7 +36,7 @@ CAFFE_BACKWARD_EPS = 1e-4
 
 
 def _center_loss_fwd(x, labels, centers):
-    xp = _check_batch(x, labels, centers)
+    xp, labels = _check_batch(x, labels, centers)
     num_classes = centers.shape[0]
     _checks.check_label_range(xp, "labels", labels, num_classes)
     dtype = x.dtype

@@ -27,7 +27,7 @@ def _check(features, label, centers, alfa):
     xp = _checks.namespace(features=features, label=label, centers=centers)
     _checks.check_float(xp, "features", features)
     _checks.check_rank("features", features, 2, "a 2-D array (batch, nrof_features)")
-    _checks.check_labels(xp, "label", label, features.shape[0], "features")
+    label = _checks.check_labels(xp, "label", label, features.shape[0], "features")
     _checks.check_finite(xp, "features", features)
     try:
         _check_centers(xp, centers, features)
@@ -39,11 +39,11 @@ def _check(features, label, centers, alfa):
         raise type(exc)(msg.replace("(the dim of x)", "(the dim of features)")
                         .replace("the dtype of x", "the dtype of features")) from None
     _checks.check_label_range(xp, "label", label, centers.shape[0])
-    return xp, alfa
+    return xp, alfa, label
 
 
 def _center_loss_fwd(features, label, centers, alfa):
-    xp, alfa = _check(features, label, centers, alfa)
+    xp, alfa, label = _check(features, label, centers, alfa)
     dtype = features.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     fc, cc = xp.astype(features, cdt), xp.astype(centers, cdt)

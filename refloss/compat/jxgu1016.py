@@ -25,7 +25,7 @@ def _check(label, feat, centers, size_average):
     xp = _checks.namespace(label=label, feat=feat, centers=centers)
     _checks.check_float(xp, "feat", feat)
     _checks.check_rank("feat", feat, 2, "a 2-D array (batch, feat_dim)")
-    _checks.check_labels(xp, "label", label, feat.shape[0], "feat")
+    label = _checks.check_labels(xp, "label", label, feat.shape[0], "feat")
     _checks.check_float(xp, "centers", centers)
     _checks.check_rank("centers", centers, 2, "a 2-D array (num_classes, feat_dim)")
     if centers.shape[0] < 1:
@@ -46,11 +46,11 @@ def _check(label, feat, centers, size_average):
     _checks.check_finite(xp, "feat", feat)
     _checks.check_finite(xp, "centers", centers)
     _checks.check_label_range(xp, "label", label, centers.shape[0])
-    return xp
+    return xp, label
 
 
 def _center_loss_fwd(label, feat, centers, *, size_average=True):
-    xp = _check(label, feat, centers, size_average)
+    xp, label = _check(label, feat, centers, size_average)
     dtype = feat.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     batch = feat.shape[0]

@@ -28,7 +28,7 @@ CLAMP_MAX = 1e12
 
 
 def _center_loss_fwd(x, labels, centers):
-    xp = _check_batch(x, labels, centers)
+    xp, labels = _check_batch(x, labels, centers)
     num_classes = centers.shape[0]
     _checks.check_label_range(xp, "labels", labels, num_classes)
     dtype = x.dtype

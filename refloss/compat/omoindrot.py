@@ -54,11 +54,13 @@ SOURCE = "omoindrot/tensorflow-triplet-loss @ fc69836 : model/triplet_loss.py"
 def _check(labels, embeddings, margin, squared):
     xp = _checks.namespace(labels=labels, embeddings=embeddings)
     tfa.check_embeddings(xp, "embeddings", embeddings)
-    tfa.label_vector(xp, "labels", labels, embeddings.shape[0], "embeddings", column_ok=False)
+    labels = tfa.label_vector(
+        xp, "labels", labels, embeddings.shape[0], "embeddings", column_ok=False
+    )
     margin = _checks.check_margin("margin", margin)
     check_bool("squared", squared)
     _checks.check_finite(xp, "embeddings", embeddings)
-    return xp, margin
+    return xp, margin, labels
 
 
 def _distances(xp, x, squared):
@@ -124,7 +126,7 @@ def prefix_count(xp: Any, sorted_rows: Any, queries: Any, test: Any) -> Any:
 
 
 def _batch_all_fwd(labels, embeddings, margin, squared=False):
-    xp, margin = _check(labels, embeddings, margin, squared)
+    xp, margin, labels = _check(labels, embeddings, margin, squared)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:
@@ -268,7 +270,7 @@ def batch_all_triplet_loss(
 
 
 def _batch_hard_fwd(labels, embeddings, margin, squared=False):
-    xp, margin = _check(labels, embeddings, margin, squared)
+    xp, margin, labels = _check(labels, embeddings, margin, squared)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:

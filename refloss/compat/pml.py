@@ -51,7 +51,6 @@ lowest index, the elementwise ``torch.min`` of ``swap`` splits the gradient
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Any
 
 from array_api_compat import device as _device
@@ -94,14 +93,12 @@ def _check_batch(embeddings, labels):
     xp = _checks.namespace(embeddings=embeddings, labels=labels)
     _checks.check_float(xp, "embeddings", embeddings)
     _checks.check_rank("embeddings", embeddings, 2, "a 2-D array (batch, dim)")
-    _checks.check_labels(xp, "labels", labels, embeddings.shape[0], "embeddings")
-    return xp
+    labels = _checks.check_labels(xp, "labels", labels, embeddings.shape[0], "embeddings")
+    return xp, labels
 
 
 def _check_power(power):
-    if isinstance(power, bool) or not isinstance(power, Real):
-        raise TypeError(f"power: expected a real number, got {type(power).__name__}")
-    power = float(power)
+    power = _checks.check_real("power", power, "a finite number >= 1")
     if not math.isfinite(power) or power < 1.0:
         raise ValueError(f"power: expected a finite number >= 1, got {power!r}")
     return power
@@ -463,7 +460,7 @@ def _blockwise_backward(xp, d, pos, neg, opts, smooth, scale):
 
 def _mined_fwd(embeddings, labels, kind, miner_margin, margin, swap, smooth_loss,
                normalize_embeddings, power, reducer):
-    xp = _check_batch(embeddings, labels)
+    xp, labels = _check_batch(embeddings, labels)
     margin = _check_triplet_options(margin, swap, smooth_loss, reducer)
     power = _check_distance(normalize_embeddings, power)
     _checks.check_finite(xp, "embeddings", embeddings)
@@ -844,7 +841,7 @@ def semihard_triplet_margin_loss(
 
 def _batch_hard_fwd(embeddings, labels, *, margin=0.05, swap=False, smooth_loss=False,
                     normalize_embeddings=True, power=1.0, reducer="avg_non_zero"):
-    xp = _check_batch(embeddings, labels)
+    xp, labels = _check_batch(embeddings, labels)
     margin = _check_triplet_options(margin, swap, smooth_loss, reducer)
     power = _check_distance(normalize_embeddings, power)
     _checks.check_finite(xp, "embeddings", embeddings)
@@ -981,7 +978,7 @@ def batch_hard_triplet_margin_loss(
 
 def _contrastive_fwd(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
                      normalize_embeddings=True, power=1.0, reducer="avg_non_zero"):
-    xp = _check_batch(embeddings, labels)
+    xp, labels = _check_batch(embeddings, labels)
     pos_margin = _checks.check_margin("pos_margin", pos_margin)
     neg_margin = _checks.check_margin("neg_margin", neg_margin)
     _checks.check_choice("reducer", reducer, REDUCERS)

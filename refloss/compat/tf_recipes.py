@@ -68,7 +68,7 @@ def _check_running(sums, cts, x, labels):
         )
     if x.dtype != sums.dtype:
         raise TypeError(f"x: expected the dtype of sums ({sums.dtype}), got {x.dtype}")
-    _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
+    labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if sums.shape[0] < 1:
         raise ValueError("sums: expected at least one class (row), got 0")
     _checks.check_finite(xp, "sums", sums)
@@ -79,11 +79,11 @@ def _check_running(sums, cts, x, labels):
         raise ValueError("cts: expected non-negative counts, got a negative one")
     _checks.check_finite(xp, "x", x)
     _checks.check_label_range(xp, "labels", labels, sums.shape[0])
-    return xp
+    return xp, labels
 
 
 def _running_fwd(sums, cts, x, labels):
-    xp = _check_running(sums, cts, x, labels)
+    xp, labels = _check_running(sums, cts, x, labels)
     num_classes = sums.shape[0]
     dtype = sums.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -181,7 +181,7 @@ def running_mean_update(sums: Any, cts: Any, x: Any, labels: Any) -> tuple[Any, 
 
 
 def _uwc_fwd(centers, x, labels, alpha):
-    xp = _check_batch(x, labels, centers)
+    xp, labels = _check_batch(x, labels, centers)
     alpha = _checks.check_alpha(alpha)
     num_classes = centers.shape[0]
     _checks.check_label_range(xp, "labels", labels, num_classes)

@@ -67,8 +67,8 @@ def check_embeddings(xp: Any, name: str, x: Any) -> None:
 
 def label_vector(xp: Any, name: str, labels: Any, rows: int, rows_of: str, *,
                  column_ok: bool) -> Any:
-    """Integer labels as a 1-D array; ``[B, 1]`` is accepted when ``column_ok``
-    (TFA reshapes ``y_true`` to ``[B, 1]`` itself)."""
+    """Integer labels as a 1-D array in the default index dtype; ``[B, 1]`` is
+    accepted when ``column_ok`` (TFA reshapes ``y_true`` to ``[B, 1]`` itself)."""
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(f"{name}: expected an integer dtype, got {labels.dtype}")
     shape = tuple(labels.shape)
@@ -81,7 +81,7 @@ def label_vector(xp: Any, name: str, labels: Any, rows: int, rows_of: str, *,
         raise ValueError(
             f"{name}: expected {rows} entries (one per row of {rows_of}), got {labels.shape[0]}"
         )
-    return labels
+    return _checks.as_index(xp, name, labels)
 
 
 def pair_labels(xp: Any, name: str, labels: Any, shape: tuple, why: str) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from numbers import Real
 from typing import Any
 
 from .. import _checks
@@ -44,9 +43,7 @@ _TORCH_SOURCE = "pytorch/pytorch (torch 2.13) : "
 
 
 def _real(name, value):
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    value = float(value)
+    value = _checks.check_real(name, value)
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     return value

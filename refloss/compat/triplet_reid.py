@@ -58,12 +58,12 @@ def _check_margin(margin):
 def _check(embeddings, pids, margin, metric, reduction):
     xp = _checks.namespace(embeddings=embeddings, pids=pids)
     tfa.check_embeddings(xp, "embeddings", embeddings)
-    _checks.check_labels(xp, "pids", pids, embeddings.shape[0], "embeddings")
+    pids = _checks.check_labels(xp, "pids", pids, embeddings.shape[0], "embeddings")
     margin = _check_margin(margin)
     _checks.check_choice("metric", metric, METRICS)
     _checks.check_choice("reduction", reduction, REDUCTIONS)
     _checks.check_finite(xp, "embeddings", embeddings)
-    return xp, margin
+    return xp, margin, pids
 
 
 # --------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def _cdist_backward(xp, state, d, g):
 
 
 def _fwd(embeddings, pids, margin="soft", *, metric="euclidean", reduction="mean"):
-    xp, margin = _check(embeddings, pids, margin, metric, reduction)
+    xp, margin, pids = _check(embeddings, pids, margin, metric, reduction)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:
