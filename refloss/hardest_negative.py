@@ -132,7 +132,8 @@ def hardest_negative_triplet_loss(
         soft: soft margin (softplus) instead of the hinge.
         normalize: L2-normalise the embeddings first.
         reduction: ``"mean"`` over the counted pairs (default; 0 when there
-            is none), ``"sum"``, ``"mean_nonzero"`` (over terms above the rounding tolerance τ of :mod:`refloss.reductions`), or
+            is none), ``"sum"``, ``"mean_nonzero"`` (over the terms above
+            the rounding tolerance τ of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where
             (a, p) is not a counted pair**.
 
