@@ -423,10 +423,12 @@ def _near_duplicate(inputs: Mapping, eps: float) -> dict | None:
 def separate(setup: Any, outcome: Any, pool: list, *, evaluate: Callable) -> list:
     """``[(outcome, cause words)]``: the counterexample and its cause, or,
     when it takes two causes together, an example that each cause explains
-    alone where one is found — the counterexample with its duplicates pulled
-    apart, the failing inputs the search met (``pool``), the fresh examples —
-    first. A few candidate calls, no new search. ``evaluate(inputs,
-    rng_seed)`` compares candidate and reference on one input."""
+    alone where one is found — among the counterexample itself, the same
+    with its duplicates pulled apart, the last failing inputs the search met
+    (``pool``) and the fresh examples — first, then, for a cause that never
+    shows alone, an example that needs both. A few candidate calls, no new
+    search. ``evaluate(inputs, rng_seed)`` compares candidate and reference
+    on one input."""
     diag = diagnose(setup, outcome)
     if len(diag.causes) != 2:
         return [(outcome, diag.words)]
@@ -434,49 +436,62 @@ def separate(setup: Any, outcome: Any, pool: list, *, evaluate: Callable) -> lis
     n = len(diag.examples)
     pair = diag.causes
     alone: dict[int, Any] = {}
-    trials = [b for b in (_spread(outcome.inputs),) if b is not None]
-    trials += [o.inputs for o in reversed(pool[-3:])]
+    mixed: list = []
+
+    def consider(trial, ex, grad) -> None:
+        which = _alone(setup, pair, ex, grad)
+        if which is not None:
+            alone.setdefault(which, trial)
+        elif not mixed and _explains(setup, pair, [ex], grad):
+            mixed.append(trial)
+
+    def run(inputs) -> None:
+        trial = _run(setup, evaluate, inputs, outcome.rng_seed)
+        if trial is None:
+            return
+        grad = trial.kind == "gradient"
+        try:
+            ex = _example(setup, trial.inputs, trial.cotangent, grad)
+        except _CandidateFailure:
+            return
+        consider(trial, ex, grad)
+
     with _silenced(), np.errstate(all="ignore"):
-        for inputs in trials:
+        consider(outcome, diag.examples[0], diag.want_grad)
+        for inputs in [_spread(outcome.inputs), *(o.inputs for o in reversed(pool[-3:]))]:
             if len(alone) == 2:
                 break
-            _isolate(setup, pair, alone, evaluate, inputs, outcome.rng_seed)
+            if inputs is not None:
+                run(inputs)
         for ex in diag.examples[1:]:  # already run: free to test, one call to report
-            if len(alone) == 2:
+            if len(alone) == 2 or (alone and mixed):
                 break
             which = _alone(setup, pair, ex, diag.want_grad)
-            if which is not None and which not in alone:
-                _isolate(setup, pair, alone, evaluate, ex.inputs, outcome.rng_seed)
+            if (which is not None and which not in alone) or (which is None and not mixed):
+                run(ex.inputs)
     a, b = (c.say(*ref) for c in pair)
     if not alone:
         return [(outcome, diag.words[:-1] + "; this counterexample mixes them, and no "
                  "example tried shows one alone)")]
-    out = []
-    for i in sorted(alone):
-        out.append((alone[i], f"cause: {(a, b)[i]} (alone on this example; one of two "
-                              f"causes, which together explain all {n} examples tried)"))
+    out = [(alone[i], f"cause: {(a, b)[i]} (alone on this example; one of two causes, "
+                      f"which together explain all {n} examples tried)") for i in sorted(alone)]
     if len(alone) == 1:
         i = 1 - next(iter(alone))
-        out.append((outcome, f"second cause: {(a, b)[i]} (it shows here together with "
-                             f"the first; no example tried shows it alone)"))
+        out.append((mixed[0] if mixed else outcome,
+                    f"second cause: {(a, b)[i]} (it shows here together with the first; "
+                    f"no example tried shows it alone)"))
     return out
 
 
-def _isolate(setup, pair, alone: dict, evaluate, inputs, rng_seed) -> None:
+def _run(setup, evaluate, inputs, rng_seed):
+    """The outcome of one value or gradient difference on ``inputs``, or None."""
     try:
         trial = evaluate(inputs, rng_seed)
     except (_CandidateFailure, _ReferenceFailure):
-        return
+        return None
     if trial.agree or trial.message or trial.kind not in ("value", "gradient"):
-        return
-    grad = trial.kind == "gradient"
-    try:
-        ex = _example(setup, trial.inputs, trial.cotangent, grad)
-    except _CandidateFailure:
-        return
-    which = _alone(setup, pair, ex, grad)
-    if which is not None and which not in alone:
-        alone[which] = trial
+        return None
+    return trial
 
 
 def _alone(setup, pair, ex, want_grad) -> int | None:
