@@ -4,7 +4,8 @@ Before a difference is put in numbers, the counterexample and a few fresh
 inputs are tested against *hypotheses*, each a real variant of the
 reference evaluated with refloss's own functions and options (a reduction,
 ``pairs="unordered"``, ``anchor_as_positive=True``, ``scale=0.5``, the
-squared metric, margin 0, a flipped ``same``, torch's eps preset, one
+squared metric, margin 0, a flipped ``same``, torch's eps preset, eps
+inside the sqrt or a clamped squared distance (:mod:`._variants`), one
 gradient path detached) — never a copy of the candidate. A hypothesis
 *explains* the difference when the candidate matches it, within the dtype's
 tolerance, on every example, the counterexample included; then the report
@@ -12,6 +13,10 @@ names it ("candidate counts each unordered anchor-positive pair once"). If no
 single hypothesis does, pairs of them are tried ("½ factor and squared
 distances"); failing that, "k × reference" is said only when one constant k
 holds on every example, and otherwise the raw numbers stand alone.
+
+When two causes explain the difference only together, :func:`separate`
+looks, with a few more candidate calls, for an example that each explains
+alone, so that the first counterexample isolates one cause.
 
 The registry is :data:`CAUSES`; each :class:`Cause` says which references it
 applies to, how to evaluate the variant, and its words.
