@@ -7,6 +7,12 @@ The report must name that variant (checked on the counterexample and on
 fresh inputs), not a ratio that holds on one input only; "k × reference"
 appears only when one k holds on every example, and a difference no
 hypothesis explains is left in numbers.
+
+The eps causes: ``sqrt(d2 + eps)`` (inside the sqrt), ``d2.clamp(min=eps)
+.sqrt()`` (clamped) and torch's eps on the differences differ only at
+duplicate rows or nearly so; the search draws duplicates, and a pair closer
+than √eps tells the first two apart. A candidate with two faults gets a first
+counterexample that one of them explains alone.
 """
 
 from __future__ import annotations
@@ -76,6 +82,54 @@ def torch_batch_hard_squared_sum(x, labels):
     return torch.relu(hardest_p - hardest_n + 1.0)[valid].sum()
 
 
+def _d2(x):
+    return ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+
+
+def _batch_hard_from(d, labels):
+    pos, neg = _masks(labels)
+    hardest_p = torch.where(pos, d, torch.zeros_like(d)).amax(dim=1)
+    hardest_n = torch.where(neg, d, torch.full_like(d, 1e9)).amin(dim=1)
+    valid = pos.any(dim=1) & neg.any(dim=1)
+    terms = torch.relu(hardest_p - hardest_n + 1.0)[valid]
+    return terms.mean() if terms.numel() else d.sum() * 0
+
+
+def torch_batch_hard_eps_inside(x, labels):
+    """The usual guard against sqrt's infinite slope at 0: eps inside."""
+    return _batch_hard_from(torch.sqrt(_d2(x) + 1e-9), labels)
+
+
+def torch_batch_hard_clamped(x, labels):
+    """Re-ID style: the expanded d² clamped at 1e-12, then sqrt."""
+    sq = (x ** 2).sum(dim=1, keepdim=True)
+    d2 = sq + sq.t() - 2.0 * x @ x.t()
+    return _batch_hard_from(d2.clamp(min=1e-12).sqrt(), labels)
+
+
+def _contrastive_from(d, same, half=1.0):
+    return torch.mean(half * torch.where(same, d ** 2, torch.relu(1.0 - d) ** 2))
+
+
+def torch_contrastive_eps_inside(a, b, same):
+    return _contrastive_from(torch.sqrt(((a - b) ** 2).sum(dim=1) + 1e-9), same)
+
+
+def torch_contrastive_clamped(a, b, same):
+    return _contrastive_from(((a - b) ** 2).sum(dim=1).clamp(min=1e-12).sqrt(), same)
+
+
+def torch_hadsell_eps_inside(a, b, same):
+    """Two faults against the default reference: Hadsell's ½ and an eps."""
+    return _contrastive_from(torch.sqrt(((a - b) ** 2).sum(dim=1) + 1e-9), same, half=0.5)
+
+
+def torch_triplet_eps_inside(anchor, positive, negative):
+    d_ap = torch.sqrt(((anchor - positive) ** 2).sum(dim=1) + 1e-12)
+    d_an = torch.sqrt(((anchor - negative) ** 2).sum(dim=1) + 1e-12)
+    return torch.relu(d_ap - d_an + 1.0).mean()
+
+
 def np_center_loss_times_three(x, labels, centers):
     return 1.5 * np.sum((x - centers[labels]) ** 2)
 
@@ -130,6 +184,7 @@ def test_two_causes_at_once_are_both_named():
     assert not report.agrees
     cause = report.counterexample.cause
     assert cause.startswith("two causes:") and "; two causes:" in report.difference
+    assert "this counterexample mixes them, and no example tried shows one alone" in cause
     assert "squared euclidean distances" in cause and "reduction 'sum'" in cause
 
 
@@ -175,3 +230,91 @@ def test_a_compat_preset_that_matches_is_named():
     assert not report.agrees
     assert ("cause: candidate computes the compat preset refloss.compat.pml.contrastive_loss"
             " with its defaults") in report.difference, report.difference
+
+
+# a duplicate pair of two classes, no other tie, every hinge open: the eps
+# shows at the duplicate only
+DUPLICATES = {"x": np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 1.0], [2.0, 0.0], [1.0, -0.5]]),
+              "labels": np.array([0, 1, 1, 0, 0])}
+
+
+def test_eps_inside_the_sqrt_is_named_and_told_from_a_clamp():
+    report = crosscheck(torch_contrastive_eps_inside, "contrastive_loss", framework="torch",
+                        max_examples=EXAMPLES)
+    assert not report.agrees and "a = b" in report.difference  # the search reached a = b
+    assert ("cause: candidate adds eps 1e-9 inside the sqrt: sqrt(‖a−b‖² + 1e-9) (explains "
+            "all 7 examples tried, and a pair closer than √eps tells it from the squared "
+            "distance clamped at 1e-9)") in report.difference, report.difference
+
+
+def test_a_clamped_squared_distance_is_named_and_told_from_eps_inside():
+    report = crosscheck(torch_contrastive_clamped, "contrastive_loss", framework="torch",
+                        max_examples=EXAMPLES)
+    assert not report.agrees
+    assert ("cause: candidate clamps the squared distance at 1e-12 before the sqrt: "
+            "sqrt(max(‖a−b‖², 1e-12)) (explains all 7 examples tried, and a pair closer than "
+            "√eps tells it from eps 1e-12 inside the sqrt)") in report.difference, \
+        report.difference
+
+
+@pytest.mark.parametrize(("candidate", "words"), [
+    (torch_batch_hard_eps_inside, "cause: candidate adds eps 1e-9 inside the sqrt"),
+    (torch_batch_hard_clamped, "cause: candidate clamps the squared distance at 1e-12"),
+])
+def test_eps_causes_are_named_on_a_labeled_batch(candidate, words):
+    report = crosscheck(candidate, "batch_hard_triplet_loss", framework="torch",
+                        inputs=st.just(DUPLICATES), max_examples=1)
+    assert not report.agrees and report.counterexample.kind == "value"
+    assert words in report.difference and "tells it from" in report.difference, \
+        report.difference
+
+
+def test_eps_inside_is_told_from_torchs_eps_on_the_differences():
+    # in one dimension, d(x, x) = √1e-12 = 1e-6·√1, torch's eps on the
+    # differences: the fresh inputs (two or three dimensions) tell them apart
+    report = crosscheck(torch_triplet_eps_inside, "triplet_margin_loss", framework="torch",
+                        max_examples=EXAMPLES)
+    assert not report.agrees
+    assert "cause: candidate adds eps 1e-12 inside the sqrt" in report.difference, \
+        report.difference
+    assert "on the differences" not in report.difference
+
+
+def test_the_eps_variants_match_hand_written_losses_value_and_gradient():
+    import refloss as rl
+    from refloss.testing._variants import evaluate
+
+    x, labels = DUPLICATES["x"], DUPLICATES["labels"]
+    a, b = x[:3], np.array([[0.0, 1.0], [0.25, 0.0], [0.0, 1.0]])
+    same = np.array([True, False, False])
+    cases = [
+        (torch_batch_hard_eps_inside, rl.batch_hard_triplet_loss, "inside", 1e-9,
+         {"x": x, "labels": labels}),
+        (torch_batch_hard_clamped, rl.batch_hard_triplet_loss, "clamp", 1e-12,
+         {"x": x, "labels": labels}),
+        (torch_contrastive_eps_inside, rl.contrastive_loss, "inside", 1e-9,
+         {"a": a, "b": b, "same": same}),
+        (torch_contrastive_clamped, rl.contrastive_loss, "clamp", 1e-12,
+         {"a": a, "b": b, "same": same}),
+    ]
+    for candidate, reference, mode, eps, inputs in cases:
+        tensors = {k: torch.tensor(v, requires_grad=v.dtype == np.float64)
+                   for k, v in inputs.items()}
+        value = candidate(*tensors.values())
+        value.backward(torch.tensor(1.5, dtype=torch.float64))
+        (got,), grads = evaluate(reference, {}, inputs, 1.5, True, mode=mode, eps=eps)
+        np.testing.assert_allclose(got, value.item(), rtol=1e-13, atol=0)
+        for role, g in grads.items():
+            np.testing.assert_allclose(g, tensors[role].grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_first_counterexample_isolates_one_of_two_causes():
+    report = crosscheck(torch_hadsell_eps_inside, "contrastive_loss", framework="torch",
+                        max_examples=EXAMPLES)
+    assert not report.agrees and len(report.findings) == 2, str(report)
+    first, second = (cx.cause for cx in report.findings)
+    assert first.startswith("cause: candidate has Hadsell's ½ factor") and \
+        "alone on this example" in first, first
+    assert "eps" not in first and "mixes" not in first
+    assert second.startswith("second cause: candidate adds eps 1e-9 inside the sqrt"), second
+    assert "mixes" not in str(report)

@@ -4,7 +4,8 @@ Before a difference is put in numbers, the counterexample and a few fresh
 inputs are tested against *hypotheses*, each a real variant of the
 reference evaluated with refloss's own functions and options (a reduction,
 ``pairs="unordered"``, ``anchor_as_positive=True``, ``scale=0.5``, the
-squared metric, margin 0, a flipped ``same``, torch's eps preset, one
+squared metric, margin 0, a flipped ``same``, torch's eps preset, eps
+inside the sqrt or a clamped squared distance (:mod:`._variants`), one
 gradient path detached) — never a copy of the candidate. A hypothesis
 *explains* the difference when the candidate matches it, within the dtype's
 tolerance, on every example, the counterexample included; then the report
@@ -12,6 +13,10 @@ names it ("candidate counts each unordered anchor-positive pair once"). If no
 single hypothesis does, pairs of them are tried ("½ factor and squared
 distances"); failing that, "k × reference" is said only when one constant k
 holds on every example, and otherwise the raw numbers stand alone.
+
+When two causes explain the difference only together, :func:`separate`
+looks, with a few more candidate calls, for an example that each explains
+alone, so that the first counterexample isolates one cause.
 
 The registry is :data:`CAUSES`; each :class:`Cause` says which references it
 applies to, how to evaluate the variant, and its words.
@@ -30,7 +35,7 @@ import numpy as np
 from ._run import _arrays, _call_candidate, _match_outputs, _run_reference, _silenced
 from ._setup import KINDS, _CandidateFailure, _ReferenceFailure
 
-__all__ = ["CAUSES", "Cause", "name_cause"]
+__all__ = ["CAUSES", "Cause", "Diagnosis", "diagnose", "name_cause", "separate"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Cause:
     ref_kwargs: Callable[[Mapping], dict] | None = None
     path: str | None = None
     roles: tuple | None = None  # the replacing reference's argument order
+    distance: tuple | None = None  # (mode, eps): another euclidean distance (_variants)
     gradient_only: bool = False
     tags: frozenset = field(default_factory=frozenset)
 
@@ -142,7 +148,7 @@ def _torch_eps(eps: float) -> Cause:
 
         return torch_nn.triplet_margin_loss
 
-    e = f"{eps:.0e}".replace("e-0", "e-")  # 1e-6, not 1e-06
+    e = _eps_text(eps)
     return Cause(
         name=f"eps {e} on the differences",
         words=f"candidate adds eps {e} to every difference before the norm "
@@ -156,6 +162,26 @@ def _torch_eps(eps: float) -> Cause:
                                "swap": bool(kw.get("swap", False)),
                                "reduction": kw.get("reduction", "mean")},
         tags=frozenset({"eps"}))
+
+
+def _eps_text(eps: float) -> str:
+    return f"{eps:.0e}".replace("e-0", "e-")  # 1e-6, not 1e-06
+
+
+def _distance(mode: str, eps: float) -> Cause:
+    from . import _variants
+
+    e = _eps_text(eps)
+    if mode == "inside":
+        name = f"eps {e} inside the sqrt"
+        words = f"candidate adds eps {e} inside the sqrt: sqrt(‖a−b‖² + {e})"
+    else:
+        name = f"the squared distance clamped at {e}"
+        words = (f"candidate clamps the squared distance at {e} before the sqrt: "
+                 f"sqrt(max(‖a−b‖², {e}))")
+    return Cause(name=name, words=words,
+                 applies=lambda fn, kw: _variants.applies(fn, kw, mode),
+                 distance=(mode, eps), tags=frozenset({"eps"}))
 
 
 def _current_kw(kw: Mapping, name: str, default: Any) -> Any:
@@ -226,6 +252,7 @@ CAUSES: tuple[Cause, ...] = (
     _torch_eps(1e-6),
     _torch_eps(1e-9),
     _torch_eps(1e-12),
+    *(_distance(mode, eps) for mode in ("inside", "clamp") for eps in (1e-6, 1e-9, 1e-12)),
     Cause(name="detached negative",
           words="candidate's gradient does not flow through the negative distances "
                 "(d_an detached: only the positive path pulls)",
@@ -252,20 +279,37 @@ class _Example:
     cand_grads: dict | None = None
 
 
+@dataclass
+class Diagnosis:
+    """What the named causes say of one difference: the explaining causes
+    (one, two, or none), the words, and the examples they were tried on."""
+
+    causes: tuple = ()
+    words: str = ""
+    examples: list = field(default_factory=list)
+    want_grad: bool = False
+
+
 def name_cause(setup: Any, outcome: Any, *, fresh: int = 6) -> str:
     """The words of the hypothesis that explains the difference on the
     counterexample and ``fresh`` new inputs ("cause: ..." or "two causes:
     ..."), or "" when none does."""
+    return diagnose(setup, outcome, fresh=fresh).words
+
+
+def diagnose(setup: Any, outcome: Any, *, fresh: int = 6) -> Diagnosis:
+    """:func:`name_cause` with the causes themselves (an empty
+    :class:`Diagnosis` when none explains the difference)."""
     if setup.index_mode:
-        return ""
+        return Diagnosis()
     try:
         with _silenced(), np.errstate(all="ignore"):
-            return _name_cause(setup, outcome, fresh)
+            return _diagnose(setup, outcome, fresh)
     except (_CandidateFailure, _ReferenceFailure):
-        return ""
+        return Diagnosis()
 
 
-def _name_cause(setup, outcome, fresh: int) -> str:
+def _diagnose(setup, outcome, fresh: int) -> Diagnosis:
     want_grad = outcome.kind == "gradient"
     examples = [_example(setup, outcome.inputs, outcome.cotangent, want_grad)]
     rng = np.random.default_rng(outcome.rng_seed)
@@ -283,20 +327,204 @@ def _name_cause(setup, outcome, fresh: int) -> str:
     applicable = [c for c in (*CAUSES, *_presets(setup)) if c.applies(*ref)
                   and (want_grad or not c.gradient_only)]
     n = len(examples)
+    diag = Diagnosis(examples=examples, want_grad=want_grad)
     for cause in applicable:
         if _explains(setup, (cause,), examples, want_grad):
-            return f"cause: {cause.say(*ref)} (explains all {n} examples tried)"
+            diag.causes = (cause,)
+            diag.words = f"cause: {cause.say(*ref)} (explains all {n} examples tried)"
+            if "eps" in cause.tags:
+                diag.words = _settle_eps(setup, cause, applicable, examples, want_grad)
+            return diag
     singles = [c for c in applicable if not c.gradient_only]
     for a, b in itertools.combinations(singles, 2):
-        if a.tags & b.tags or (a.reference is not None and b.reference is not None):
+        if a.tags & b.tags or sum(c.reference is not None or c.distance is not None
+                                  for c in (a, b)) > 1:
             continue
         if _explains(setup, (a, b), examples, want_grad):
-            return (f"two causes: {a.say(*ref)}; and {b.say(*ref)} (together they "
-                    f"explain all {n} examples tried)")
+            diag.causes = (a, b)
+            diag.words = (f"two causes: {a.say(*ref)}; and {b.say(*ref)} (together they "
+                          f"explain all {n} examples tried)")
+            return diag
     k = _constant_ratio(examples, setup, want_grad)
     if k is not None:
-        return f"cause: candidate = {k} × reference on every example ({n} tried)"
-    return ""
+        diag.words = f"cause: candidate = {k} × reference on every example ({n} tried)"
+    return diag
+
+
+# --------------------------------------------------------------------------
+# eps: inside the sqrt, clamped, or on the differences
+
+
+def _settle_eps(setup, first: Cause, applicable, examples, want_grad) -> str:
+    """The words for an eps cause. At a = b, eps inside the sqrt and a clamp
+    at the same eps give the same distance, √eps, and gradient 0, so the
+    examples can leave several eps causes that explain them all; a probe
+    with a pair √eps/2 apart (the counterexample's duplicate pulled apart
+    that little) tells them apart: there, inside the sqrt moves the distance
+    and passes a gradient, the clamp gives √eps and none."""
+    ref = (setup.reference, setup.ref_kwargs)
+    n = len(examples)
+    group = [first] + [c for c in applicable if "eps" in c.tags and c is not first
+                       and _explains(setup, (c,), examples, want_grad)]
+    settled = f"cause: {first.say(*ref)} (explains all {n} examples tried)"
+    if len(group) == 1:
+        return settled
+    grad = setup.grad and setup.grad_method != "finite differences"
+    probes = []
+    for eps in sorted({c.distance[1] for c in group if c.distance is not None}):
+        bundle = _near_duplicate(examples[0].ref64, eps)
+        if bundle is None:
+            continue
+        try:
+            out, _ = _run_reference(setup, _arrays(setup, bundle, "float64"),
+                                    with_grad=False)
+            probes.append(_example(setup, bundle, _cot(np.random.default_rng(0),
+                                                       out[0].shape), grad))
+        except (_CandidateFailure, _ReferenceFailure):
+            continue  # no probe: the words name every cause left
+    left = [c for c in group if probes and _explains(setup, (c,), probes, grad)]
+    if len(left) == 1:
+        others = ", ".join(c.name for c in group if c is not left[0])
+        return (f"cause: {left[0].say(*ref)} (explains all {n} examples tried, and a pair "
+                f"closer than √eps tells it from {others})")
+    left = left or group
+    return (f"cause: {'; or '.join(c.say(*ref) for c in left)} (each explains all {n} "
+            f"examples tried; none of them tells these apart)")
+
+
+def _near_duplicate(inputs: Mapping, eps: float) -> dict | None:
+    """The first exact duplicate of ``inputs`` (a = b, a row repeated) moved
+    to the origin, its second copy δ apart along the first axis, δ the power
+    of two at most √eps/2 (so δ² is exact and below eps); None without one."""
+    delta = 2.0 ** np.floor(np.log2(np.sqrt(eps) / 2.0))
+    out = {k: np.array(v, copy=True) for k, v in inputs.items()}
+    if "x" in out and "centers" not in out:
+        x = out["x"]
+        for j in range(1, x.shape[0]):
+            hit = np.nonzero(np.all(x[:j] == x[j], axis=1))[0]
+            if hit.size:
+                x -= x[hit[0]].copy()
+                x[j, 0] = delta
+                return out
+        return None
+    for first, second in (("anchor", "positive"), ("anchor", "negative"), ("a", "b")):
+        if first in out and second in out:
+            a, b = out[first], out[second]
+            rows = np.nonzero(np.all(a == b, axis=1))[0]
+            if rows.size and a.shape[1]:
+                r = rows[0]
+                shift = a[r].copy()
+                for role in ("anchor", "positive", "negative", "a", "b"):
+                    if role in out:
+                        out[role][r] -= shift
+                b[r, 0] = delta
+                return out
+    return None
+
+
+# --------------------------------------------------------------------------
+# one cause per counterexample
+
+
+def separate(setup: Any, outcome: Any, pool: list, *, evaluate: Callable) -> list:
+    """``[(outcome, cause words)]``: the counterexample and its cause, or,
+    when it takes two causes together, an example that each cause explains
+    alone where one is found — among the counterexample itself, the same
+    with its duplicates pulled apart, the last failing inputs the search met
+    (``pool``) and the fresh examples — first, then, for a cause that never
+    shows alone, an example that needs both. A few candidate calls, no new
+    search. ``evaluate(inputs, rng_seed)`` compares candidate and reference
+    on one input."""
+    diag = diagnose(setup, outcome)
+    if len(diag.causes) != 2:
+        return [(outcome, diag.words)]
+    ref = (setup.reference, setup.ref_kwargs)
+    n = len(diag.examples)
+    pair = diag.causes
+    alone: dict[int, Any] = {}
+    mixed: list = []
+
+    def consider(trial, ex, grad) -> None:
+        which = _alone(setup, pair, ex, grad)
+        if which is not None:
+            alone.setdefault(which, trial)
+        elif not mixed and _explains(setup, pair, [ex], grad):
+            mixed.append(trial)
+
+    def run(inputs) -> None:
+        trial = _run(setup, evaluate, inputs, outcome.rng_seed)
+        if trial is None:
+            return
+        grad = trial.kind == "gradient"
+        try:
+            ex = _example(setup, trial.inputs, trial.cotangent, grad)
+        except _CandidateFailure:
+            return
+        consider(trial, ex, grad)
+
+    with _silenced(), np.errstate(all="ignore"):
+        consider(outcome, diag.examples[0], diag.want_grad)
+        for inputs in [_spread(outcome.inputs), *(o.inputs for o in reversed(pool[-3:]))]:
+            if len(alone) == 2:
+                break
+            if inputs is not None:
+                run(inputs)
+        for ex in diag.examples[1:]:  # already run: free to test, one call to report
+            if len(alone) == 2 or (alone and mixed):
+                break
+            which = _alone(setup, pair, ex, diag.want_grad)
+            if (which is not None and which not in alone) or (which is None and not mixed):
+                run(ex.inputs)
+    a, b = (c.say(*ref) for c in pair)
+    if not alone:
+        return [(outcome, diag.words[:-1] + "; this counterexample mixes them, and no "
+                 "example tried shows one alone)")]
+    out = [(alone[i], f"cause: {(a, b)[i]} (alone on this example; one of two causes, "
+                      f"which together explain all {n} examples tried)") for i in sorted(alone)]
+    if len(alone) == 1:
+        i = 1 - next(iter(alone))
+        out.append((mixed[0] if mixed else outcome,
+                    f"second cause: {(a, b)[i]} (it shows here together with the first; "
+                    f"no example tried shows it alone)"))
+    return out
+
+
+def _run(setup, evaluate, inputs, rng_seed):
+    """The outcome of one value or gradient difference on ``inputs``, or None."""
+    try:
+        trial = evaluate(inputs, rng_seed)
+    except (_CandidateFailure, _ReferenceFailure):
+        return None
+    if trial.agree or trial.message or trial.kind not in ("value", "gradient"):
+        return None
+    return trial
+
+
+def _alone(setup, pair, ex, want_grad) -> int | None:
+    """The index of the one cause of ``pair`` that explains ``ex`` by itself."""
+    hits = [i for i, c in enumerate(pair) if _explains(setup, (c,), [ex], want_grad)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _spread(inputs: Mapping) -> dict | None:
+    """``inputs`` with every exact duplicate (a = b, a repeated row) pulled
+    apart: where an eps or a clamp is all that a duplicate shows."""
+    out = {k: np.array(v, copy=True) for k, v in inputs.items()}
+    moved = False
+    if "x" in out and "centers" not in out and out["x"].ndim == 2 and out["x"].shape[1]:
+        x = out["x"]
+        for j in range(1, x.shape[0]):
+            if np.any(np.all(x[:j] == x[j], axis=1)):
+                x[j, 0] += 0.5 * j
+                moved = True
+    for first, second, step in (("anchor", "positive", 0.5), ("anchor", "negative", 0.75),
+                                ("a", "b", 0.5)):
+        if first in out and second in out and out[first].ndim == 2 and out[first].shape[1]:
+            rows = np.all(out[first] == out[second], axis=1)
+            if np.any(rows):
+                out[second][rows, 0] += step
+                moved = True
+    return out if moved else None
 
 
 def _presets(setup) -> list[Cause]:
@@ -373,6 +601,7 @@ def _variant(setup, causes, inputs, cot, want_grad):
     inputs = dict(inputs)
     factor = 1.0
     path = None
+    distance = None
     for c in causes:
         if c.reference is not None:
             fn = c.reference()
@@ -383,6 +612,16 @@ def _variant(setup, causes, inputs, cot, want_grad):
             inputs = c.transform(inputs)
         factor *= c.factor(inputs) if callable(c.factor) else c.factor
         path = c.path or path
+        distance = c.distance or distance
+    if distance is not None:
+        from . import _variants
+
+        if path is not None or not _variants.applies(fn, kw, distance[0]):
+            return None  # e.g. with the squared metric: no euclidean distance to change
+        values, grads = _variants.evaluate(fn, kw, inputs, cot, want_grad,
+                                           mode=distance[0], eps=distance[1])
+        return (tuple(factor * v for v in values),
+                None if grads is None else {r: factor * g for r, g in grads.items()})
     order = next((c.roles for c in causes if c.roles), None) or setup.ref_roles
     args = [inputs[r] for r in order]
     if path is not None:

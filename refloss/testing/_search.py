@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -192,6 +192,8 @@ class _Found:
     nondeterminism: _Event | None = None
     outside: _Event | None = None  # a random choice's value outside the admissible range
     first_mismatch: _Outcome | None = None
+    # the last failing inputs met while shrinking: where a single cause may show
+    failures: list = field(default_factory=list)
 
 
 def _search(setup: _Setup, strategy: st.SearchStrategy, max_examples: int,
@@ -228,6 +230,7 @@ def _search(setup: _Setup, strategy: st.SearchStrategy, max_examples: int,
         if not outcome.agree:
             if found.first_mismatch is None:
                 found.first_mismatch = outcome
+            found.failures = [*found.failures[-7:], outcome]
             raise _Mismatch(outcome)
 
     if seed is not None:

@@ -39,10 +39,17 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from ._causes import name_cause
+from ._causes import separate
 from ._domain import Domain
 from ._judge import TOLERANCES, Tolerance, _evaluate, _fd_gradient, _Outcome
-from ._probes import _Event, cotangent_words, crash_event, generators_restored, shrink_crash
+from ._probes import (
+    _Event,
+    cotangent_words,
+    crash_event,
+    generators_restored,
+    reseeded,
+    shrink_crash,
+)
 from ._report import Counterexample, Report, load_counterexample
 from ._run import _arrays, _call_candidate, _is_index, _run_reference
 from ._search import (
@@ -105,7 +112,7 @@ def _both_gradients(setup: _Setup, outcome: _Outcome) -> tuple[dict, dict]:
     return cand_grads, ref_grads
 
 
-def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
+def _counterexample(setup: _Setup, outcome: _Outcome, cause: str = "") -> Counterexample:
     cand_grads = dict(outcome.cand_grads)
     ref_grads = dict(outcome.ref_grads)
     if outcome.kind == "value":
@@ -115,11 +122,8 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
             g = _fd_gradient(setup, outcome.inputs, role, outcome.cotangent)
             if g is not None:
                 cand_grads[role] = g
-    # a crash, a nondeterministic value or an out-of-range random choice is
-    # no variant of the reference: only plain value/gradient differences get a cause
-    named = outcome.kind in ("value", "gradient") and not outcome.message
     return Counterexample(
-        cause=name_cause(setup, outcome) if named else "",
+        cause=cause,
         kind=outcome.kind, inputs=dict(outcome.inputs),
         candidate_value=tuple(outcome.cand_outputs), reference_value=tuple(outcome.ref_outputs),
         candidate_grads=cand_grads, reference_grads=ref_grads, role=outcome.role,
@@ -127,6 +131,22 @@ def _counterexample(setup: _Setup, outcome: _Outcome) -> Counterexample:
         value_error=outcome.value_error, grad_error=outcome.grad_error,
         rng_seed=outcome.rng_seed,
     )
+
+
+def _differences(setup: _Setup, outcome: _Outcome, found: _Found) -> list[Counterexample]:
+    """The counterexample with its named cause; when it mixes two causes, an
+    example for each cause alone where one is found, first (``separate``)."""
+    # a crash, a nondeterministic value or an out-of-range random choice is
+    # no variant of the reference: only plain value/gradient differences get a cause
+    if outcome.kind not in ("value", "gradient") or outcome.message:
+        return [_counterexample(setup, outcome)]
+
+    def evaluate(inputs: Mapping, rng_seed: int) -> _Outcome:
+        with reseeded(setup.reseed):
+            return _evaluate(setup, inputs, rng_seed)
+
+    return [_counterexample(setup, o, words)
+            for o, words in separate(setup, outcome, found.failures, evaluate=evaluate)]
 
 
 def _event_counterexample(setup: _Setup, event: _Event) -> Counterexample:
@@ -169,7 +189,7 @@ def _report(setup: _Setup, stats: _Stats, failing: _Outcome | None, seed,
         value_error = max(value_error, failing.value_error)
         if failing.grad_error is not None:
             grad_error = max(grad_error or 0.0, failing.grad_error)
-    findings = [] if failing is None else [_counterexample(setup, failing)]
+    findings = [] if failing is None else _differences(setup, failing, found)
     for event in (found.outside, found.crash, found.nondeterminism):
         if event is not None:
             findings.append(_event_counterexample(setup, event))
