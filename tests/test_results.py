@@ -93,3 +93,15 @@ def test_every_compat_preset_returns_arrays_on_numpy():
         out = fn(*[args[r] for r in setup.ref_roles], **kw)
         for i, value in enumerate(out if isinstance(out, tuple) else (out,)):
             assert isinstance(value, np.ndarray), f"{name} output {i}: {type(value).__name__}"
+
+
+def test_running_centers_repr_says_options_place_and_data_seen(backend):
+    like = backend.asarray(np.zeros((), dtype=np.float64))
+    rc = rl.RunningCenters(3, 2, rule="ema", alpha=0.25, like=like)
+    text = repr(rc)
+    assert text.startswith("RunningCenters(num_classes=3, dim=2, rule='ema', alpha=0.25, ")
+    assert "dtype=float64" in text and f"device={rc.centers.device}" in text
+    assert text.endswith("seen 0 samples of 0/3 classes)")
+    rc.update(backend.asarray(X[:4]), backend.asarray(np.array([0, 0, 2, 0])))
+    assert repr(rc).endswith("seen 4 samples of 2/3 classes)")
+    assert "alpha" not in repr(rl.RunningCenters(3, 2, rule="mean", like=like))
