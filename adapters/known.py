@@ -61,6 +61,19 @@ class Entry:
                 return False
         return True
 
+    def missing(self) -> list[str]:
+        """The pip distributions of the modules the candidate needs that
+        cannot be imported (empty when installed)."""
+        out = []
+        for mod in self.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):  # a missing parent package
+                found = False
+            if not found:
+                out.append(DISTRIBUTIONS.get(mod, mod))
+        return out
+
     def candidate(self) -> Callable:
         """A fresh candidate callable (remembering this entry, for replay)."""
         fn = self.make()
@@ -99,6 +112,13 @@ class Entry:
             return None
         fn = getattr(mod, attr, None)
         return fn if callable(fn) else None
+
+
+#: module name -> the pip distribution that installs it (where they differ)
+DISTRIBUTIONS = {
+    "pytorch_metric_learning": "pytorch-metric-learning",
+    "tensorflow_addons": "tensorflow-addons",
+}
 
 
 def _attr(module: str, *path: str) -> Any:
@@ -196,6 +216,25 @@ def _adapter(framework: str, name: str) -> Callable[[], Callable]:
             return f(*args)
 
         # the adapter keeps the core's signature: reuse it for the argument order
+        candidate.__signature__ = _signature_of(f)
+        return candidate
+
+    return make
+
+
+def _numpy_reference(name: str) -> Callable[[], Callable]:
+    """The reference itself as a plain NumPy function: without its VJP rule
+    the harness takes its gradient by central differences, so the row checks
+    the installed reference's analytic gradient on this machine."""
+
+    def make() -> Callable:
+        import refloss
+
+        f = getattr(refloss, name)
+
+        def candidate(*args, **kwargs):
+            return f(*args, **kwargs)
+
         candidate.__signature__ = _signature_of(f)
         return candidate
 
@@ -395,6 +434,22 @@ for _framework, _requires in (("torch", ("torch",)), ("jax", ("jax",))):
             must_match="reference",
             fixed_shapes=_framework == "jax",
         ))
+
+
+# NumPy only needs refloss itself: these rows run on every installation
+_NUMPY_CHECKED = (*_ADAPTED, ("hardest_negative_triplet_loss", "labeled batch"))
+for _name, _inputs in _NUMPY_CHECKED:
+    ENTRIES.append(Entry(
+        key=f"numpy.{_name}",
+        name=f"refloss.{_name} on NumPy (finite differences)",
+        requires=(),
+        framework="numpy",
+        make=_numpy_reference(_name),
+        reference=_name,
+        inputs=_inputs,
+        note="the analytic gradient against central differences of the value",
+        must_match="reference",
+    ))
 
 
 def entries() -> list[Entry]:

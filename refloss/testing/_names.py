@@ -155,15 +155,24 @@ def detect_framework(candidate: Callable) -> str:
     root = (mod or "").split(".")[0]
     if root in _FRAMEWORK_ROOTS:
         return _FRAMEWORK_ROOTS[root]
+    # an instance or a class of a framework's base class (a torch.nn.Module subclass)
+    cls = obj if isinstance(obj, type) else type(obj)
+    for base in getattr(cls, "__mro__", ())[1:]:
+        r = (getattr(base, "__module__", "") or "").split(".")[0]
+        if r in _FRAMEWORK_ROOTS:
+            return _FRAMEWORK_ROOTS[r]
     names = getattr(obj, "__globals__", None)
     if names is None and mod in sys.modules:
         names = vars(sys.modules[mod])
     found = set()
     for value in (names or {}).values():
-        if isinstance(value, ModuleType):
-            r = value.__name__.split(".")[0]
-            if r in _FRAMEWORK_ROOTS:
-                found.add(_FRAMEWORK_ROOTS[r])
+        # a framework module (``import torch``) or what came from one
+        # (``from torch import cdist``, ``from torch.nn import functional as F``)
+        name = value.__name__ if isinstance(value, ModuleType) else (
+            getattr(value, "__module__", None) if callable(value) else None)
+        r = name.split(".")[0] if isinstance(name, str) else ""
+        if r in _FRAMEWORK_ROOTS:
+            found.add(_FRAMEWORK_ROOTS[r])
     return found.pop() if len(found) == 1 else "numpy"
 
 
