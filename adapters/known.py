@@ -4,10 +4,12 @@ Each :class:`Entry` names one public implementation, how to build it as a
 candidate callable (importing its package only then), the compat preset that
 should reproduce it exactly, the reference function (with the options that
 express the implementation's defaults in refloss terms) and a note with the
-semantic difference from the reference that PEERS.md documents. An entry
-whose package is missing is listed as "not installed"; one whose preset
-module or function is missing as "no preset" — the table never fails on an
-absent optional piece.
+semantic difference from the reference that PEERS.md documents. The entries
+whose packages are missing are counted in one "not installed" line with the
+``pip install`` that adds them; one whose preset module or function is
+missing is listed as "no preset" — the table never fails on an absent
+optional piece. The NumPy entries need nothing but refloss: each loss's
+analytic gradient against central differences of its value.
 
 To add an implementation, append an :class:`Entry` to :data:`ENTRIES`; the
 candidate factory returns a function whose parameter names say which input
@@ -38,7 +40,7 @@ class Entry:
     key: str  # short id: `refloss crosscheck --only KEY`, replay as "known:KEY"
     name: str  # as shown in the table
     requires: tuple[str, ...]  # modules the candidate needs
-    framework: str  # "torch", "jax" or "tensorflow"
+    framework: str  # "numpy", "torch", "jax" or "tensorflow"
     make: Callable[[], Callable]  # builds the candidate (imports happen here)
     reference: str  # a refloss function name
     reference_kwargs: dict = field(default_factory=dict)

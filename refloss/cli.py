@@ -9,6 +9,10 @@
                        [--examples N] [--dtype D] [--seed S] [--save FILE]
     refloss crosscheck --replay FILE [MODULE:FUNCTION]
 
+Every form takes ``--format text|markdown|json`` (default: text on a
+terminal, fitted to its width or ``--width``; Markdown when piped) — the
+JSON schema is in docs/crosscheck.md.
+
 Exit status: 0 when the candidate agrees (for the table: when every installed
 implementation agrees with what it must match), 1 when it does not — a
 value, gradient or crash difference, or a nondeterministic value (the
@@ -300,6 +304,15 @@ def cli_hints(text: str) -> str:
     return _BARE.sub(bare, text)
 
 
+_DOMAIN_WORDS = re.compile(r"\b(" + "|".join(_DOMAIN_FLAGS) + r")\b(=False\b)?")
+
+
+def _domain_words(text: str) -> str:
+    """The domain options a message names (``min_classes``,
+    ``singletons=False``) as their flags."""
+    return _DOMAIN_WORDS.sub(lambda m: _DOMAIN_FLAGS[m.group(1)], text)
+
+
 def cli_words(message: str) -> str:
     """A message of the Python API in the words of the command line: the
     argument it names (``reference_kwargs: ...``) becomes the flag that sets
@@ -311,10 +324,8 @@ def cli_words(message: str) -> str:
     if head == "domain":
         key, sep2, tail = rest.partition(": ")
         if sep2 and key in _DOMAIN_FLAGS:
-            return f"{_DOMAIN_FLAGS[key]}: {cli_hints(tail)}"
-        for key, flag in _DOMAIN_FLAGS.items():
-            rest = rest.replace(key, flag)
-        return f"domain flags: {cli_hints(rest)}"
+            return f"{_DOMAIN_FLAGS[key]}: {_domain_words(cli_hints(tail))}"
+        return f"domain flags: {_domain_words(cli_hints(rest))}"
     if PYTHON_ARGS.get(head):
         rest = re.sub(r"\{'(\w+)': \.\.\.\}", r"\1=...", rest)  # e.g. {'alfa': ...}
         return f"{PYTHON_ARGS[head]}: {cli_hints(rest)}"
@@ -428,6 +439,7 @@ class _Progress:
     def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
         self.total, self.stream, self.enabled = total, stream, enabled
         self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.columns = max(shutil.get_terminal_size((111, 24)).columns - 1, 40)
         self.done = 0
         self.start = time.monotonic()
 
@@ -439,7 +451,7 @@ class _Progress:
         bar = "#" * filled + "-" * (width - filled)
         text = f"[{bar}] {self.done:>2}/{self.total} {label}"
         if self.tty:
-            self.stream.write("\r" + text[:110].ljust(110))
+            self.stream.write("\r" + text[:self.columns].ljust(self.columns))
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
@@ -453,7 +465,7 @@ class _Progress:
         took = time.monotonic() - self.start
         text = f"[{'#' * 24}] {self.done}/{self.total} checks in {took:.1f} s"
         if self.tty:
-            self.stream.write("\r" + text.ljust(110) + "\n")
+            self.stream.write("\r" + text.ljust(self.columns) + "\n")
         else:
             self.stream.write(text + "\n")
         self.stream.flush()

@@ -285,6 +285,15 @@ CLI_WORDS = [
      "(from Python: refloss.testing.crosscheck)"),
     ("domain: min_per_class: expected an integer >= 1, got 0",
      "--min-per-class: expected an integer >= 1, got 0"),
+    ("domain: batch_size: expected room for 2 samples (min_classes × min_per_class), got "
+     "(1, 1)", "--batch-size: expected room for 2 samples (--min-classes × --min-per-class), "
+     "got (1, 1)"),
+    ("domain: max_classes: expected >= min_classes (2), got 1",
+     "--max-classes: expected >= --min-classes (2), got 1"),
+    ("domain: balanced, min_per_class applies to labeled batches; x has none",
+     "domain flags: --balanced, --min-per-class applies to labeled batches; x has none"),
+    ("domain: samples_per_class: expected at least 2 per class when singletons=False",
+     "domain flags: samples_per_class: expected at least 2 per class when --no-singletons"),
     # counterexample data is not an argument
     ("value 0 vs reference 1 on 1 pair, same=[False] (a = b)",
      "value 0 vs reference 1 on 1 pair, same=[False] (a = b)"),
