@@ -9,16 +9,15 @@ inside a test; :mod:`refloss.testing.strategies` holds the input strategies
 for reuse in other suites. ``refloss crosscheck`` is the same from the shell.
 
 This subpackage needs Hypothesis (the ``crosscheck`` extra: ``pip install
-"refloss[crosscheck]"``); ``import refloss``
-does not.
+"refloss[crosscheck]"``); ``import refloss`` does not.
 """
 
 try:
     import hypothesis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "refloss.testing (and refloss crosscheck) needs Hypothesis, which is not installed: "
-        "pip install hypothesis, or pip install 'refloss[crosscheck]'"
+        "refloss.testing needs Hypothesis (so does refloss crosscheck), which is not "
+        "installed: pip install hypothesis, or pip install 'refloss[crosscheck]'"
     ) from exc
 
 from . import strategies
