@@ -51,14 +51,13 @@ def assert_0d_array_of(value, like, backend):
 def test_every_loss_returns_a_0d_array_of_the_callers_namespace(backend, loss, kinds,
                                                                  reductions):
     arrays = _arrays(backend, kinds)
-    if backend.name == "jax":  # compiles every op per shape: one reduction says enough
-        reductions = reductions[:1]
-    for reduction in reductions:
+    jax = backend.name == "jax"  # compiles every op per shape: one value says enough
+    for reduction in reductions[:1] if jax else reductions:
         value = loss(*arrays, reduction=reduction)
         assert_0d_array_of(value, arrays[0], backend)
-        # through the VJP machinery too
-        got, _ = rl.value_and_grad(loss, *arrays, reduction=reduction)
-        assert_0d_array_of(got, arrays[0], backend)
+        if not jax:  # through the VJP machinery too
+            got, _ = rl.value_and_grad(loss, *arrays, reduction=reduction)
+            assert_0d_array_of(got, arrays[0], backend)
 
 
 @pytest.mark.parametrize("loss", [f for f, k, _ in LOSSES if k == ("x", "labels")],
