@@ -4,10 +4,12 @@ Each :class:`Entry` names one public implementation, how to build it as a
 candidate callable (importing its package only then), the compat preset that
 should reproduce it exactly, the reference function (with the options that
 express the implementation's defaults in refloss terms) and a note with the
-semantic difference from the reference that PEERS.md documents. An entry
-whose package is missing is listed as "not installed"; one whose preset
-module or function is missing as "no preset" — the table never fails on an
-absent optional piece.
+semantic difference from the reference that PEERS.md documents. The entries
+whose packages are missing are counted in one "not installed" line with the
+``pip install`` that adds them; one whose preset module or function is
+missing is listed as "no preset" — the table never fails on an absent
+optional piece. The NumPy entries need nothing but refloss: each loss's
+analytic gradient against central differences of its value.
 
 To add an implementation, append an :class:`Entry` to :data:`ENTRIES`; the
 candidate factory returns a function whose parameter names say which input
@@ -38,7 +40,7 @@ class Entry:
     key: str  # short id: `refloss crosscheck --only KEY`, replay as "known:KEY"
     name: str  # as shown in the table
     requires: tuple[str, ...]  # modules the candidate needs
-    framework: str  # "torch", "jax" or "tensorflow"
+    framework: str  # "numpy", "torch", "jax" or "tensorflow"
     make: Callable[[], Callable]  # builds the candidate (imports happen here)
     reference: str  # a refloss function name
     reference_kwargs: dict = field(default_factory=dict)
@@ -60,6 +62,19 @@ class Entry:
             except (ImportError, ValueError):  # a missing parent package
                 return False
         return True
+
+    def missing(self) -> list[str]:
+        """The pip distributions of the modules the candidate needs that
+        cannot be imported (empty when installed)."""
+        out = []
+        for mod in self.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):  # a missing parent package
+                found = False
+            if not found:
+                out.append(DISTRIBUTIONS.get(mod, mod))
+        return out
 
     def candidate(self) -> Callable:
         """A fresh candidate callable (remembering this entry, for replay)."""
@@ -99,6 +114,13 @@ class Entry:
             return None
         fn = getattr(mod, attr, None)
         return fn if callable(fn) else None
+
+
+#: module name -> the pip distribution that installs it (where they differ)
+DISTRIBUTIONS = {
+    "pytorch_metric_learning": "pytorch-metric-learning",
+    "tensorflow_addons": "tensorflow-addons",
+}
 
 
 def _attr(module: str, *path: str) -> Any:
@@ -196,6 +218,25 @@ def _adapter(framework: str, name: str) -> Callable[[], Callable]:
             return f(*args)
 
         # the adapter keeps the core's signature: reuse it for the argument order
+        candidate.__signature__ = _signature_of(f)
+        return candidate
+
+    return make
+
+
+def _numpy_reference(name: str) -> Callable[[], Callable]:
+    """The reference itself as a plain NumPy function: without its VJP rule
+    the harness takes its gradient by central differences, so the row checks
+    the installed reference's analytic gradient on this machine."""
+
+    def make() -> Callable:
+        import refloss
+
+        f = getattr(refloss, name)
+
+        def candidate(*args, **kwargs):
+            return f(*args, **kwargs)
+
         candidate.__signature__ = _signature_of(f)
         return candidate
 
@@ -395,6 +436,22 @@ for _framework, _requires in (("torch", ("torch",)), ("jax", ("jax",))):
             must_match="reference",
             fixed_shapes=_framework == "jax",
         ))
+
+
+# NumPy only needs refloss itself: these rows run on every installation
+_NUMPY_CHECKED = (*_ADAPTED, ("hardest_negative_triplet_loss", "labeled batch"))
+for _name, _inputs in _NUMPY_CHECKED:
+    ENTRIES.append(Entry(
+        key=f"numpy.{_name}",
+        name=f"refloss.{_name} on NumPy (finite differences)",
+        requires=(),
+        framework="numpy",
+        make=_numpy_reference(_name),
+        reference=_name,
+        inputs=_inputs,
+        note="the analytic gradient against central differences of the value",
+        must_match="reference",
+    ))
 
 
 def entries() -> list[Entry]:

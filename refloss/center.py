@@ -433,6 +433,28 @@ class RunningCenters:
         self._xp = _checks.namespace(centers=self._centers)
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        """``RunningCenters(num_classes=3, dim=2, rule='wen', alpha=0.5,
+        dtype=float64, device=cpu, namespace=numpy, seen 4 samples of 2/3
+        classes)``: the options, where the centers live, and how much data
+        went into them (the state keeps per-class counts, not a count of
+        updates)."""
+        with self._lock:
+            centers, counts = self._centers, self._counts
+        xp = self._xp
+        n_seen = int(xp.sum(counts))
+        classes = int(xp.sum(xp.astype(counts > 0, counts.dtype)))
+        alpha = "" if self._rule == "mean" else f", alpha={self._alpha!r}"
+        namespace = getattr(xp, "__name__", type(centers).__module__)
+        namespace = namespace.removeprefix("array_api_compat.")
+        dtype = str(centers.dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.…
+        return (
+            f"RunningCenters(num_classes={centers.shape[0]}, dim={centers.shape[1]}, "
+            f"rule={self._rule!r}{alpha}, dtype={dtype}, device={_device(centers)}, "
+            f"namespace={namespace}, seen {n_seen} sample{'' if n_seen == 1 else 's'} of "
+            f"{classes}/{centers.shape[0]} classes)"
+        )
+
     @property
     def num_classes(self) -> int:
         return self._centers.shape[0]

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from array_api_compat import device as _device
 
 REDUCTIONS = ("none", "sum", "mean", "mean_nonzero")
@@ -80,7 +81,7 @@ def reduce_forward(xp: Any, terms: Any, reduction: str, count: Any = None, tol: 
         return terms, (reduction, None, None)
     total = xp.sum(terms)
     if reduction == "sum":
-        return total, (reduction, None, None)
+        return as_array(xp, total), (reduction, None, None)
     if reduction == "mean":
         n = terms.shape[0] if count is None else count
     else:  # mean_nonzero
@@ -89,7 +90,14 @@ def reduce_forward(xp: Any, terms: Any, reduction: str, count: Any = None, tol: 
     value = total / denom
     if live is not None:  # no counted term: the value is 0, whatever the terms
         value = xp.where(live, value, xp.zeros_like(value))
-    return value, (reduction, denom, live)
+    return as_array(xp, value), (reduction, denom, live)
+
+
+def as_array(xp: Any, value: Any) -> Any:
+    """``value`` as a 0-d array of ``xp``: NumPy's full reductions and its
+    arithmetic on 0-d arrays give NumPy scalars (``np.float64``), which every
+    loss promises not to return; other namespaces return arrays already."""
+    return xp.asarray(value) if isinstance(value, np.generic) else value
 
 
 def reduce_backward(xp: Any, residuals: Any, g: Any, like: Any) -> Any:

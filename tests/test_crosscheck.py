@@ -582,7 +582,7 @@ def test_known_registry_is_consistent():
         ref = resolve_reference(entry.reference)
         params = inspect.signature(ref).parameters
         assert set(entry.reference_kwargs) <= set(params), entry.key
-        assert entry.framework in ("torch", "jax", "tensorflow")
+        assert entry.framework in ("numpy", "torch", "jax", "tensorflow")
         assert entry.must_match in ("preset", "reference", "none")
 
 

@@ -22,6 +22,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..center import _check_batch, class_counts, class_sums
+from ..reductions import as_array
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -48,7 +49,7 @@ def _center_loss_fwd(x, labels, centers):
         value = xp.zeros((), dtype=cdt, device=_device(x))
     else:
         value = xp.sum(distance * distance) / m / 2.0
-    return xp.astype(value, dtype), (xp, dtype, distance, labels, num_classes, m)
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, distance, labels, num_classes, m)
 
 
 def _center_loss_bwd(residuals, g):
@@ -192,7 +193,7 @@ def _contrastive_fwd(a, b, similar, *, margin=1.0, legacy_version=False):
         value = xp.zeros((), dtype=cdt, device=_device(a))
     else:
         value = xp.sum(terms) / n / 2.0
-    return xp.astype(value, dtype), (xp, dtype, sim, diff, dist, mdist, n)
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, sim, diff, dist, mdist, n)
 
 
 def _contrastive_bwd(residuals, g):

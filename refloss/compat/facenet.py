@@ -17,6 +17,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..center import _check_centers, class_sums
+from ..reductions import as_array
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -56,7 +57,7 @@ def _center_loss_fwd(features, label, centers, alfa):
         loss = xp.zeros((), dtype=cdt, device=_device(features))
     else:
         loss = xp.sum(err * err) / size  # reduce_mean(square(...)) over B·D
-    value = (xp.astype(loss, dtype), xp.astype(new_centers, dtype))
+    value = (as_array(xp, xp.astype(loss, dtype)), xp.astype(new_centers, dtype))
     return value, (xp, dtype, err, label, centers.shape[0], size)
 
 

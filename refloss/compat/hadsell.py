@@ -27,6 +27,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..mining import check_bool
+from ..reductions import as_array
 from ..vjp import defvjp
 from . import tfa
 from ._meta import PresetInfo, preset
@@ -73,7 +74,7 @@ def _fwd(left_feature, right_feature, label, margin=0.2, *, reproduce_nan=True):
     value = 0.5 * (xp.sum(terms) / n) if n else xp.zeros((), dtype=cdt, device=_device(a))
     res = (xp, dtype, diff, d, d_sqrt, y, hinge, n, reproduce_nan,
            tfa.is_float(xp, label), label.dtype)
-    return xp.astype(value, dtype), res
+    return as_array(xp, xp.astype(value, dtype)), res
 
 
 def _bwd(residuals, g):

@@ -15,6 +15,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..center import class_counts, class_sums
+from ..reductions import as_array
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -62,7 +63,7 @@ def _center_loss_fwd(label, feat, centers, *, size_average=True):
     else:
         d = fc - centers_batch
         value = xp.sum(d * d) / 2.0 / batch_size
-    return xp.astype(value, dtype), (xp, dtype, fc, label, centers_batch, batch_size,
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, fc, label, centers_batch, batch_size,
                                      centers.shape[0])
 
 

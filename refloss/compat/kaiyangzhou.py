@@ -18,6 +18,7 @@ from array_api_compat import device as _device_of
 
 from .. import _checks
 from ..center import _check_batch
+from ..reductions import as_array
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -49,7 +50,7 @@ def _center_loss_fwd(x, labels, centers):
         value = xp.zeros((), dtype=cdt, device=_device_of(x))
     else:
         value = xp.sum(clamped) / batch
-    return xp.astype(value, dtype), (xp, dtype, xc, cc, mask, inside, batch)
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, xc, cc, mask, inside, batch)
 
 
 def _center_loss_bwd(residuals, g):

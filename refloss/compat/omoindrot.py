@@ -32,6 +32,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..mining import check_bool, label_masks
+from ..reductions import as_array
 from ..vjp import defvjp
 from . import tfa
 from ._meta import PresetInfo, preset
@@ -162,7 +163,7 @@ def _batch_all_fwd(labels, embeddings, margin, squared=False):
     denom = num_positive + DENOMINATOR_EPSILON
     loss = xp.sum(sums) / denom
     fraction = num_positive / (num_valid + DENOMINATOR_EPSILON)
-    value = (xp.astype(loss, dtype), xp.astype(fraction, dtype))
+    value = (as_array(xp, xp.astype(loss, dtype)), as_array(xp, xp.astype(fraction, dtype)))
     state = (dres, d, pos, neg, s, n_pos, k_grad, margin, denom)
     return value, (xp, dtype, embeddings, state)
 
@@ -291,7 +292,7 @@ def _batch_hard_fwd(labels, embeddings, margin, squared=False):
     value = xp.sum(terms) / b
     state = (dres, d, posf, negf, positive_d, hardest_positive, row_max, negative_d,
              hardest_negative, xp.astype(z >= 0, dt))
-    return xp.astype(value, dtype), (xp, dtype, embeddings, state)
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, embeddings, state)
 
 
 def _split(xp, values, target):

@@ -58,7 +58,7 @@ from array_api_compat import device as _device
 from .. import _checks
 from ..distances import paired_backward, paired_forward, pairwise_backward, pairwise_forward
 from ..mining import BatchHard, check_bool, label_masks, row_searchsorted
-from ..reductions import reduce_backward, reduce_forward
+from ..reductions import as_array, reduce_backward, reduce_forward
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -481,7 +481,7 @@ def _mined_fwd(embeddings, labels, kind, miner_margin, margin, swap, smooth_loss
         terms = xp.reshape(terms, (-1,))
     value, rres = _reduce(xp, terms, reducer, n_nonzero, n_valid)
     res = (xp, dtype, (eres, d, pos, neg, opts, smooth_loss, state, rres))
-    return xp.astype(value, dtype), res
+    return as_array(xp, xp.astype(value, dtype)), res
 
 
 def _mined_bwd(residuals, g):
@@ -499,7 +499,7 @@ def _mined_bwd(residuals, g):
 
 def _empty(xp, x, dtype):
     value = xp.zeros((), dtype=x.dtype, device=_device(x))
-    return xp.astype(value, dtype), (xp, dtype, xp.astype(xp.zeros_like(x), dtype))
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, xp.astype(xp.zeros_like(x), dtype))
 
 
 def _triplet_fwd(embeddings, labels, *, margin=0.05, swap=False, smooth_loss=False,
@@ -866,7 +866,7 @@ def _batch_hard_fwd(embeddings, labels, *, margin=0.05, swap=False, smooth_loss=
     value, rres = _reduce(xp, terms, reducer, xp.count_nonzero(terms > 0),
                           xp.count_nonzero(sel.valid))
     res = (xp, dtype, (eres, sel, z, share, smooth_loss, rres))
-    return xp.astype(value, dtype), res
+    return as_array(xp, xp.astype(value, dtype)), res
 
 
 def _batch_hard_bwd(residuals, g):
@@ -999,7 +999,7 @@ def _contrastive_fwd(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
     neg_value, neg_rres = _reduce(xp, neg_terms, reducer, xp.count_nonzero(neg_terms > 0),
                                   xp.count_nonzero(neg))
     res = (xp, dtype, (eres, d, pos, neg, pos_margin, neg_margin, pos_rres, neg_rres))
-    return xp.astype(pos_value + neg_value, dtype), res
+    return as_array(xp, xp.astype(pos_value + neg_value, dtype)), res
 
 
 def _contrastive_bwd(residuals, g):

@@ -25,6 +25,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..mining import check_bool
+from ..reductions import as_array
 from ..vjp import defvjp
 from . import tfa
 from ._meta import PresetInfo, preset
@@ -168,7 +169,7 @@ def _contrastive_fwd(labels, embeddings_anchor, embeddings_positive, margin=1.0,
     value = xp.sum(terms) / b if b else xp.zeros((), dtype=cdt, device=_device(a))
     float_labels = tfa.is_float(xp, labels)
     res = (xp, dtype, diff, d, y, hinge, b, reproduce_nan, float_labels, labels.dtype)
-    return xp.astype(value, dtype), res
+    return as_array(xp, xp.astype(value, dtype)), res
 
 
 def _contrastive_bwd(residuals, g):

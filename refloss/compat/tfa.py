@@ -42,6 +42,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..mining import check_bool, label_masks, row_searchsorted
+from ..reductions import as_array
 from ..vjp import defvjp
 from ._meta import PresetInfo, preset
 
@@ -342,7 +343,7 @@ def semihard_loss_fwd(xp: Any, x: Any, labels: Any, margin: float, metric: str,
     none = n_pos == 0
     value = xp.sum(terms) / xp.where(none, 1.0, n_pos)
     value = xp.where(none, math.nan if reproduce_nan else 0.0, value)
-    return xp.astype(value, dtype), (xp, dtype, (dres, state, n_pos, reproduce_nan))
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, (dres, state, n_pos, reproduce_nan))
 
 
 def semihard_loss_bwd(residuals: Any, g: Any) -> Any:
@@ -614,7 +615,7 @@ def _hard_fwd(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2", *,
         terms = xp.where(z > 0, z, 0.0)
         slope = xp.astype(z >= 0, d.dtype)  # tf.maximum passes at 0
     value = xp.sum(terms) / b
-    return xp.astype(value, dtype), (xp, dtype, y_pred, (dres, hp_res, hn_res, slope))
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, y_pred, (dres, hp_res, hn_res, slope))
 
 
 def _hard_bwd(residuals, g):

@@ -23,6 +23,7 @@ from array_api_compat import device as _device
 
 from .. import _checks
 from ..mining import label_masks
+from ..reductions import as_array
 from ..vjp import defvjp
 from . import tfa
 from ._meta import PresetInfo, preset
@@ -151,7 +152,7 @@ def _fwd(embeddings, pids, margin="soft", *, metric="euclidean", reduction="mean
         slope = xp.astype(z >= 0, d.dtype)  # tf.maximum passes at 0
     value = terms if reduction == "none" else xp.sum(terms) / b
     state = (cres, d, posf, neg, positive_d, positive, negative, slope, reduction == "none")
-    return xp.astype(value, dtype), (xp, dtype, embeddings, state)
+    return as_array(xp, xp.astype(value, dtype)), (xp, dtype, embeddings, state)
 
 
 def _bwd(residuals, g):

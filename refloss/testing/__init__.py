@@ -8,16 +8,16 @@ counterexample Hypothesis can find; :func:`assert_matches` does the same
 inside a test; :mod:`refloss.testing.strategies` holds the input strategies
 for reuse in other suites. ``refloss crosscheck`` is the same from the shell.
 
-This subpackage needs Hypothesis (a test dependency); ``import refloss``
-does not.
+This subpackage needs Hypothesis (the ``crosscheck`` extra: ``pip install
+"refloss[crosscheck]"``); ``import refloss`` does not.
 """
 
 try:
     import hypothesis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "refloss.testing needs Hypothesis, a test dependency that is not installed: "
-        "pip install hypothesis (or pip install 'refloss[test]')"
+        "refloss.testing needs Hypothesis (so does refloss crosscheck), which is not "
+        "installed: pip install hypothesis, or pip install 'refloss[crosscheck]'"
     ) from exc
 
 from . import strategies

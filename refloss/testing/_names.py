@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -144,8 +143,14 @@ _FRAMEWORK_ROOTS = {
 
 
 def detect_framework(candidate: Callable) -> str:
-    """A guess of the candidate's framework from where it is defined and what
-    its module imports ("numpy" when nothing points elsewhere)."""
+    """A guess of the candidate's framework ("numpy" when nothing points
+    elsewhere): where it is defined (a framework's own function or module
+    class, or a subclass of one, such as a ``torch.nn.Module``), else what
+    its code uses — the framework modules and functions its body names
+    (``torch.cdist``, ``from torch import cdist``, an ``import torch``
+    inside it), through the functions of its own module it calls. Other
+    imports of its module do not count: a NumPy function next to torch code
+    is NumPy's."""
     obj = inspect.unwrap(candidate)
     while hasattr(obj, "func") and callable(obj.func):  # functools.partial
         obj = inspect.unwrap(obj.func)
@@ -155,16 +160,69 @@ def detect_framework(candidate: Callable) -> str:
     root = (mod or "").split(".")[0]
     if root in _FRAMEWORK_ROOTS:
         return _FRAMEWORK_ROOTS[root]
-    names = getattr(obj, "__globals__", None)
-    if names is None and mod in sys.modules:
-        names = vars(sys.modules[mod])
-    found = set()
-    for value in (names or {}).values():
-        if isinstance(value, ModuleType):
-            r = value.__name__.split(".")[0]
-            if r in _FRAMEWORK_ROOTS:
-                found.add(_FRAMEWORK_ROOTS[r])
+    # an instance or a class of a framework's base class (a torch.nn.Module subclass)
+    cls = obj if isinstance(obj, type) else type(obj)
+    for base in getattr(cls, "__mro__", ())[1:]:
+        r = (getattr(base, "__module__", "") or "").split(".")[0]
+        if r in _FRAMEWORK_ROOTS:
+            return _FRAMEWORK_ROOTS[r]
+    if inspect.isfunction(obj):
+        found = _used_frameworks(obj, set())
+    else:  # a callable object: the methods of its class
+        found = set()
+        for value in vars(cls).values():
+            if inspect.isfunction(value):
+                found |= _used_frameworks(value, set())
     return found.pop() if len(found) == 1 else "numpy"
+
+
+def _framework_of(value: Any) -> str | None:
+    """The framework a module, function or class comes from, or None."""
+    if isinstance(value, ModuleType):
+        name = value.__name__
+    elif callable(value):
+        name = getattr(value, "__module__", None)
+    else:
+        return None
+    root = name.split(".")[0] if isinstance(name, str) else ""
+    return _FRAMEWORK_ROOTS.get(root)
+
+
+def _used_frameworks(fn: Callable, seen: set) -> set:
+    """The frameworks the code of ``fn`` names, directly or through the
+    functions of its own module it calls (``seen``: those already read)."""
+    seen.add(fn)
+    names = getattr(fn, "__globals__", {})
+    found: set = set()
+
+    def read(code: Any) -> None:
+        for name in code.co_names:
+            head = name.split(".")[0]
+            if head in _FRAMEWORK_ROOTS and name not in names:  # an import in the body
+                found.add(_FRAMEWORK_ROOTS[head])
+                continue
+            value = names.get(name)
+            framework = _framework_of(value)
+            if framework is not None:
+                found.add(framework)
+            elif (inspect.isfunction(value) and value not in seen
+                  and value.__module__ == fn.__module__):
+                found.update(_used_frameworks(value, seen))
+        for const in code.co_consts:
+            if hasattr(const, "co_names"):  # a nested function, lambda or comprehension
+                read(const)
+
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        read(code)
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            framework = _framework_of(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+        if framework is not None:
+            found.add(framework)
+    return found
 
 
 def _candidate_name(candidate: Callable) -> str:

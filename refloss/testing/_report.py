@@ -212,6 +212,14 @@ class Report:
             )
         return "\n".join(lines)
 
+    def to_dict(self) -> dict:
+        """The report as a JSON-ready dict (``refloss crosscheck --format
+        json``; the schema is in docs/crosscheck.md, "Machine-readable
+        output")."""
+        from ._json import report_dict
+
+        return report_dict(self)
+
     # ------------------------------------------------------------------
     # persistence
 

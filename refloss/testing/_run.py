@@ -185,7 +185,7 @@ def _match_outputs(setup: _Setup, cand: tuple, ref: tuple, inputs: Mapping) -> t
     else:
         raise _CandidateFailure(
             f"returned {len(cand)} outputs, expected {len(ref)} (as {setup.ref_name}; "
-            f"pick the value with output=N, --output N)",
+            f"pick the value with output=N)",
             dict(inputs))
     for i, (c, r) in enumerate(zip(*pairs, strict=True)):
         if c.shape != r.shape:

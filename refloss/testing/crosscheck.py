@@ -217,7 +217,7 @@ def crosscheck(
     candidate: Callable,
     reference: Callable | str,
     *,
-    framework: str = "numpy",
+    framework: str = "auto",
     reference_kwargs: Mapping[str, Any] | None = None,
     candidate_kwargs: Mapping[str, Any] | None = None,
     grad: bool = True,
@@ -250,7 +250,13 @@ def crosscheck(
         framework: "numpy", "torch", "jax" or "tensorflow": how inputs are
             built and how the candidate's gradient is taken (autograd; for
             "numpy", the candidate's refloss VJP rule if it has one, else
-            central differences in float64).
+            central differences in float64). ``"auto"`` (default) guesses it
+            from the candidate's module (and what it imports or subclasses);
+            when that says NumPy but the first call on NumPy arrays fails the
+            way another framework's function does (a torch function's
+            "must be Tensor, not numpy.ndarray"), that framework is used if
+            installed, and the report's notes say so; otherwise a note says
+            which ``framework=`` to pass.
         reference_kwargs: keyword options of the reference (the candidate's
             own settings, written in refloss terms: ``{"margin": 0.2}``).
         candidate_kwargs: keyword arguments passed to the candidate.
@@ -337,16 +343,27 @@ def crosscheck(
             candidate_kwargs=candidate_kwargs, grad=grad, dtype=dtype,
             max_examples=max_examples, seed=seed, name=name, output=output,
             grad_reduce=grad_reduce, even_shards=even_shards)
+    guessed = framework == "auto"
+    if guessed:
+        framework = detect_framework(candidate)
     _check_options(framework, dtype, grad, max_examples, seed, ties)
-    setup = _make_setup(candidate, reference, framework=framework,
-                        reference_kwargs=reference_kwargs, candidate_kwargs=candidate_kwargs,
-                        grad=grad, dtype=dtype, ties=ties, name=name,
-                        init_kwargs=init_kwargs, output=output, same=same)
     if not isinstance(reseed, bool):
         raise TypeError(f"reseed: expected True or False, got {type(reseed).__name__}")
-    setup.domain = Domain.from_options(domain)
-    setup.reseed = reseed
-    _set_index_mode(setup, _example_bundle(setup))
+
+    def prepared(framework: str) -> _Setup:
+        setup = _make_setup(candidate, reference, framework=framework,
+                            reference_kwargs=reference_kwargs,
+                            candidate_kwargs=candidate_kwargs, grad=grad, dtype=dtype,
+                            ties=ties, name=name, init_kwargs=init_kwargs, output=output,
+                            same=same)
+        setup.domain = Domain.from_options(domain)
+        setup.reseed = reseed
+        _set_index_mode(setup, _example_bundle(setup))
+        return setup
+
+    setup = prepared(framework)
+    if guessed and framework == "numpy":
+        setup = _framework_from_first_call(setup, prepared)
     if inputs is None:
         strategy = _default_strategy(setup)
     elif not setup.domain.is_default:
@@ -365,6 +382,77 @@ def crosscheck(
         if found.crash is not None and inputs is None:
             found.crash = shrink_crash(setup, found.crash)
     return _report(setup, stats, failing, seed, found)
+
+
+#: how a framework's function fails on NumPy arrays: words of the message
+_FAILS_ON_NUMPY = (
+    ("torch", ("must be Tensor", "expected Tensor", "not numpy.ndarray", "torch")),
+    ("jax", ("jax", "jnp.")),
+    ("tensorflow", ("tensorflow", "tf.", "EagerTensor")),
+)
+
+
+def _framework_from_first_call(setup: _Setup, prepared: Callable[[str], _Setup]) -> _Setup:
+    """A candidate guessed to be NumPy's, called once on NumPy arrays: when it
+    fails as another framework's function does, the setup of that framework
+    (if installed) with a note; else the same setup with a note saying which
+    ``framework=`` to pass."""
+    bundle = _arrays(setup, _example_bundle(setup), setup.dtype)
+    try:
+        with generators_restored(setup.reseed):
+            _call_candidate(setup, bundle, with_grad=False)
+        return setup
+    except _CandidateFailure as failure:
+        found = _framework_of_failure(failure.__cause__, failure.message)
+        what = failure.message
+    if found is None:
+        return setup
+    try:
+        other = prepared(found)
+    except (ImportError, ValueError, CrosscheckError):  # not installed here
+        setup.notes.append(
+            f"on NumPy arrays the candidate {what}: it looks like a {found} function, "
+            f"but {found} is not installed here; pass framework={found!r} where it is")
+        return setup
+    other.notes.append(f"framework {found!r} inferred from the first call (on NumPy arrays "
+                       f"the candidate {what}); pass framework={found!r} to say so")
+    return other
+
+
+def _framework_of_failure(exc: BaseException | None, message: str) -> str | None:
+    """The framework whose function raised ``exc`` on NumPy input, or None."""
+    if not isinstance(exc, (TypeError, AttributeError, ValueError)):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:  # raised inside a framework's own code
+        path = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        for name in ("torch", "jax", "tensorflow"):
+            if f"/{name}/" in path:
+                return name
+        tb = tb.tb_next
+    if isinstance(exc, AttributeError) and "'numpy.ndarray' object has no attribute" in message:
+        attr = message.rsplit(" ", 1)[-1].strip("'")
+        owners = [name for name in ("torch", "jax", "tensorflow")
+                  if _array_has(name, attr)]
+        return owners[0] if len(owners) == 1 else None
+    for name, words in _FAILS_ON_NUMPY:
+        if any(w in message for w in words):
+            return name
+    return None
+
+
+def _array_has(framework: str, attr: str) -> bool:
+    """Whether ``framework``'s array type (when installed) has ``attr``."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(framework) is None:
+        return False
+    if framework == "torch":
+        return hasattr(importlib.import_module("torch").Tensor, attr)
+    if framework == "jax":
+        return hasattr(importlib.import_module("jax").Array, attr)
+    return hasattr(importlib.import_module("tensorflow").Tensor, attr)
 
 
 def _set_index_mode(setup: _Setup, bundle: Mapping) -> None:
