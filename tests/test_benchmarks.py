@@ -408,3 +408,18 @@ def test_summary_shows_memory_constant_and_op_counts_from_smallest_to_largest_ba
     text = report.summary_markdown(report.derive(rows))
     assert "| refloss | semihard | torch | float32 | 8-classes | 4096 |" in text
     assert "300 (256) → 310 (4096)" in text and "2 (256) → 2 (4096)" in text
+
+
+def test_soft_batch_all_op_count_does_not_grow_with_the_batch():
+    # before the positive-table blocks: one block per anchor from B = 256
+    # (208 ops at B = 64, 995 at B = 256, 53,411 at B = 1024)
+    torch = pytest.importorskip("torch")
+    from benchmarks.counting import count_ops
+
+    def ops(b):
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((b, 8)))
+        labels = torch.from_numpy(np.arange(b) // 4)
+        return count_ops(rl.value_and_grad, rl.batch_all_triplet_loss, x, labels,
+                         soft=True)[1]
+
+    assert ops(256) <= 1.2 * ops(64)
