@@ -33,6 +33,7 @@ go to the lowest index on every backend (see :mod:`refloss.mining`).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from array_api_compat import device as _device
@@ -463,7 +464,12 @@ def _semihard_fwd(
     tol = _tol(xp, reduction, d, margin, False)
     value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
     active = sel.valid & (z > 0)
-    res = (xp, dtype, (eres, d, sel, active, rres))
+    del z
+    # the backward needs the sorted order, not d_an* (one B×B float less)
+    order = SimpleNamespace(order=sel.order, sorted_neg=sel.sorted_neg, n_neg=sel.n_neg,
+                            fallback=sel.fallback, valid=sel.valid)
+    del sel
+    res = (xp, dtype, (eres, d, order, active, rres))
     return xp.astype(value, dtype), res
 
 
@@ -625,29 +631,37 @@ def _semihard_negative_weights(xp, d, sel, weights):
     """
     b = d.shape[0]
     cols = xp.arange(b, dtype=sel.order.dtype, device=_device(d))
-    pos_d = xp.where(sel.valid, d, float("inf"))
-    order_p = xp.argsort(pos_d, axis=1, stable=True)
-    sorted_p = xp.take_along_axis(pos_d, order_p, axis=1)
-    del pos_d
-    cw = xp.cumulative_sum(
-        xp.take_along_axis(weights, order_p, axis=1), axis=1, include_initial=True
-    )
-    del order_p
-    below = row_searchsorted(xp, sorted_p, sel.sorted_neg, side="left")
-    del sorted_p
-    cl = xp.take_along_axis(cw, below, axis=1)  # weight of the positives with d_ap < s_j
-    del below
-    zero = xp.zeros((b, 1), dtype=d.dtype, device=_device(d))
-    in_range = cols[None, :] < sel.n_neg[:, None]
-    direct = xp.where(in_range, cl - xp.concat([zero, cl[:, :-1]], axis=1), 0.0)
-    last = xp.clip(sel.n_neg - 1, 0, b - 1)
-    fall = cw[:, b] - xp.take_along_axis(cl, last[:, None], axis=1)[:, 0]
-    del cl, cw
-    fall = xp.where(sel.n_neg > 0, fall, 0.0)
-    by_slot = direct + xp.where(cols[None, :] == sel.fallback[:, None], fall[:, None], 0.0)
-    del direct
-    rank = xp.argsort(sel.order, axis=1, stable=True)  # inverse permutation
-    return xp.take_along_axis(by_slot, rank, axis=1)
+
+    def block(r0, r1):  # rows are independent: a few row blocks (peak memory)
+        valid, n_neg = sel.valid[r0:r1, :], sel.n_neg[r0:r1]
+        pos_d = xp.where(valid, d[r0:r1, :], float("inf"))
+        order_p = xp.argsort(pos_d, axis=1, stable=True)
+        sorted_p = xp.take_along_axis(pos_d, order_p, axis=1)
+        del pos_d
+        cw = xp.cumulative_sum(
+            xp.take_along_axis(weights[r0:r1, :], order_p, axis=1), axis=1,
+            include_initial=True,
+        )
+        del order_p
+        below = row_searchsorted(xp, sorted_p, sel.sorted_neg[r0:r1, :], side="left")
+        del sorted_p
+        cl = xp.take_along_axis(cw, below, axis=1)  # weight of the positives with d_ap < s_j
+        del below
+        zero = xp.zeros((r1 - r0, 1), dtype=d.dtype, device=_device(d))
+        in_range = cols[None, :] < n_neg[:, None]
+        direct = xp.where(in_range, cl - xp.concat([zero, cl[:, :-1]], axis=1), 0.0)
+        del in_range
+        last = xp.clip(n_neg - 1, 0, b - 1)
+        fall = cw[:, b] - xp.take_along_axis(cl, last[:, None], axis=1)[:, 0]
+        del cl, cw
+        fall = xp.where(n_neg > 0, fall, 0.0)
+        hit = cols[None, :] == sel.fallback[r0:r1, None]
+        by_slot = direct + xp.where(hit, fall[:, None], 0.0)
+        del direct, hit
+        rank = xp.argsort(sel.order[r0:r1, :], axis=1, stable=True)  # inverse permutation
+        return xp.take_along_axis(by_slot, rank, axis=1)
+
+    return _by_row_blocks(xp, block, b, b, d)
 
 
 @defvjp(_semihard_fwd, _semihard_bwd)
