@@ -6,6 +6,7 @@
                                                   # merged into docs/benchmarks.csv
     benchmarks/gpu.sh                             # the suite on CUDA/CuPy, then the above
     python -m benchmarks --from-csv docs/benchmarks.csv --write-docs   # page from the CSV
+    python -m benchmarks --from-csv other.csv --merge --write-docs     # other.csv's rows into docs/
 
 Each configuration (implementation, loss, backend, dtype, B, label layout)
 runs in a fresh subprocess with the BLAS/OpenMP/torch thread counts pinned,
@@ -481,8 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child)
     args = resolve(args)
 
+    existing = None if args.out is None else args.out / "benchmarks.csv"
     if args.from_csv is not None:
         meta, rows = report.read_csv(args.from_csv)
+        if (args.merge and existing is not None and existing.exists()
+                and existing.resolve() != args.from_csv.resolve()):
+            meta, rows = report.merge(*report.read_csv(existing), meta, rows)
     else:
         check_gpu(args)
         meta = run_metadata(args, argv)
@@ -492,7 +497,6 @@ def main(argv: list[str] | None = None) -> int:
             sweep(args, rows)
         except KeyboardInterrupt:
             print("interrupted: reporting what was measured", file=sys.stderr)
-        existing = None if args.out is None else args.out / "benchmarks.csv"
         if args.merge and existing is not None and existing.exists():
             meta, rows = report.merge(*report.read_csv(existing), meta, rows)
     rows = report.derive(rows)

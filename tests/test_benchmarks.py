@@ -423,3 +423,16 @@ def test_soft_batch_all_op_count_does_not_grow_with_the_batch():
                          soft=True)[1]
 
     assert ops(256) <= 1.2 * ops(64)
+
+
+def test_from_csv_with_merge_adds_the_rows_to_the_existing_csv(tmp_path):
+    out, other = tmp_path / "out", tmp_path / "other.csv"
+    out.mkdir()
+    report.write_csv(out / "benchmarks.csv", {"mode": "full"},
+                     [_row("refloss", "batch_all", "numpy", 256, 1.0)])
+    report.write_csv(other, {"command": "gpu run", "gpu": "H200"},
+                     [_row("refloss", "batch_all", "cupy", 256, 0.1)])
+    assert run.main(["--from-csv", str(other), "--merge", "--out", str(out), "--no-plot"]) == 0
+    meta, rows = report.read_csv(out / "benchmarks.csv")
+    assert {r["backend"] for r in rows} == {"numpy", "cupy"}
+    assert meta["mode"] == "full" and meta["merged"][0]["command"] == "gpu run"
