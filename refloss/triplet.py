@@ -19,7 +19,8 @@ builds :math:`G = \partial L/\partial D` (B×B) without scatter — mined
 positions enter as ``cols == index[:, None]`` masks or through sorted-order
 prefix sums — and then applies the distance VJP (two GEMMs). Memory is
 O(B² + B·D) throughout; nothing of size B³ is formed (the soft batch-all
-loss, O(B³) work, runs in a few blocks of at most max(B²/4, 2²²) triplets).
+loss, O(B²·W) work with W the largest class, runs in blocks of at most
+max(B²/4, 2²²) triplets).
 Row-wise work over B×B runs in at most four row blocks of B²/4 elements
 (never fewer than 2²² on the CPU, 2²⁴ on an accelerator), so the number of
 ops per call does not grow with B.
