@@ -89,8 +89,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, (list, tuple)):
-        return json.dumps(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
     return str(value)
 
 

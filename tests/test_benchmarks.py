@@ -121,7 +121,8 @@ def test_csv_round_trips_every_field(tmp_path):
         "n": 3, "median_s": 0.25, "min_s": 0.2, "max_s": 0.3, "samples": [0.2, 0.25, 0.3],
         "peak_rss_delta_mib": 12.5, "peak_rss_mib": 300.0, "baseline_rss_mib": 287.5,
         "peak_reset": True, "value": 0.75, "value_dtype": "float32", "grad_dtype": "float32",
-        "float64_ops": [], "accuracy": True}])
+        "float64_ops": [], "accuracy": True, "ops": 312, "syncs": 4,
+        "sync_ops": {"_local_scalar_dense": 3, "nonzero": 1}}])
     path = tmp_path / "b.csv"
     report.write_csv(path, {"mode": "full", "threads": 2}, rows)
     meta, back = report.read_csv(path)
