@@ -19,7 +19,9 @@ Protocol of one measurement:
    to throw it away buys nothing);
 5. more steps until ``repeats`` samples or ``budget`` seconds of samples;
 6. peak RSS (``ru_maxrss``) is read before any check runs, so the checks
-   (float64 reference, dtype trace) never count in the memory.
+   (float64 reference, dtype trace) never count in the memory;
+7. on torch, one more step under :func:`benchmarks.counting.count_ops`
+   gives the aten op count and the host syncs of one step.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class Result:
     rel_err_f64: float | None = None
     grad_rel_err_f64: float | None = None
     float64_ops: list | None = None
+    ops: int | None = None
+    syncs: int | None = None
+    sync_ops: dict | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -317,19 +322,38 @@ def measure(cfg: Config) -> Result:
     result.min_s, result.max_s = float(min(samples)), float(max(samples))
 
     value, grad = out
-    result.value = float(backend.to_numpy(value))
-    result.value_dtype = str(value.dtype).replace("torch.", "")
+    if isinstance(value, (int, float)):  # a miner: the number of triplets
+        result.value = float(value)
+    else:
+        result.value = float(backend.to_numpy(value))
+        result.value_dtype = str(value.dtype).replace("torch.", "")
     if grad is not None:
         result.grad_dtype = str(grad.dtype).replace("torch.", "")
         if not np.all(np.isfinite(backend.to_numpy(grad))):
             result.note = "non-finite gradient"
     if not np.isfinite(result.value):
         result.note = "non-finite value"
-    del step, out, value, grad
+    del out, value, grad
     gc.collect()
-    if cfg.accuracy and cfg.impl == "refloss" and cfg.dtype == "float32":
+    if cfg.backend in ("torch", "torch:cuda"):
+        _count(step, backend, result)
+    del step
+    gc.collect()
+    if (cfg.accuracy and cfg.impl == "refloss" and cfg.dtype == "float32"
+            and cfg.loss != "mine_semihard"):  # a miner's indices have no float64 twin
         _accuracy(cfg, backend, x_np, labels, result)
     return result
+
+
+def _count(step, backend: Backend, result: Result) -> None:
+    """Ops and host syncs of one more step (torch only), after the peak was read."""
+    from .counting import count_ops
+
+    try:
+        _, result.ops, result.syncs, result.sync_ops = count_ops(step)
+    except ImportError:  # a torch without the dispatch-mode API
+        return
+    backend.sync()
 
 
 def _accuracy(cfg: Config, backend: Backend, x_np, labels, result: Result) -> None:

@@ -41,6 +41,13 @@ from typing import Any
 
 IMPLS = ("refloss", "refloss-adapter", "pml", "torch-hand", "floor")
 LOSSES = ("batch_all", "semihard", "batch_hard", "contrastive")
+# refloss only, on request (--loss): the other options whose memory and op
+# counts the docs report. "<loss>:none" is reduction="none" with a cotangent
+# of ones through refloss.vjp; "batch_all:soft" the soft margin (O(B³) work);
+# "mine_semihard" the miner (forward only, indices).
+VARIANTS = ("batch_all:none", "semihard:none", "batch_hard:none", "contrastive:none",
+            "batch_all:soft", "batch_all:soft:none", "mine_semihard")
+ALL_LOSSES = LOSSES + VARIANTS
 FLOOR = "gemm+sort"
 CPU_BACKENDS = ("numpy", "torch")
 GPU_BACKENDS = ("torch:cuda", "cupy")
@@ -59,6 +66,13 @@ DESCRIPTIONS = {
     ("refloss", "semihard"): "semihard_triplet_loss",
     ("refloss", "batch_hard"): "batch_hard_triplet_loss",
     ("refloss", "contrastive"): "contrastive_loss_all_pairs",
+    ("refloss", "batch_all:none"): 'batch_all_triplet_loss(reduction="none"), vjp with ones',
+    ("refloss", "semihard:none"): 'semihard_triplet_loss(reduction="none"), vjp with ones',
+    ("refloss", "batch_hard:none"): 'batch_hard_triplet_loss(reduction="none"), vjp with ones',
+    ("refloss", "contrastive:none"): 'contrastive_loss_all_pairs(reduction="none"), vjp',
+    ("refloss", "batch_all:soft"): "batch_all_triplet_loss(soft=True)",
+    ("refloss", "batch_all:soft:none"): 'batch_all_triplet_loss(soft=True, reduction="none")',
+    ("refloss", "mine_semihard"): "mine_semihard (forward only)",
     ("pml", "batch_all"): "TripletMarginLoss() (all triplets)",
     ("pml", "semihard"): 'TripletMarginLoss() + TripletMarginMiner(type_of_triplets="semihard")',
     ("pml", "batch_hard"): "TripletMarginLoss() + BatchHardMiner()",
@@ -84,6 +98,8 @@ def losses_of(impl: str) -> tuple[str, ...]:
     """The loss names an implementation provides."""
     if impl == "floor":
         return (FLOOR,)
+    if impl == "refloss":
+        return ALL_LOSSES
     if impl == "torch-hand":
         return ("batch_all", "batch_hard")
     return LOSSES
@@ -110,15 +126,35 @@ def build(impl: str, loss: str, x: Any, labels: Any, xp: Any) -> Callable[[], tu
 
 
 def _refloss(loss: str, x: Any, labels: Any) -> Callable[[], tuple]:
+    from array_api_compat import array_namespace
+
     import refloss as rl
 
-    fn = getattr(rl, REFLOSS_FUNCTIONS[loss])
+    if loss == "mine_semihard":
+        def mine():
+            anchor, _, _ = rl.mine_semihard(x, labels)
+            return anchor.shape[0], None
 
-    def step():
-        value, grads = rl.value_and_grad(fn, x, labels)
-        return value, grads[0]
+        return mine
+    base, _, option = loss.partition(":")
+    options = {"soft": True} if option.startswith("soft") else {}
+    fn = getattr(rl, REFLOSS_FUNCTIONS[base])
+    if not loss.endswith(":none"):
+        def step():
+            value, grads = rl.value_and_grad(fn, x, labels, **options)
+            return value, grads[0]
 
-    return step
+        return step
+
+    def step_none():
+        # the B×B (or B) terms and their VJP with a cotangent of ones: the
+        # reported value is their sum
+        terms, pullback = rl.vjp(fn, x, labels, reduction="none", **options)
+        xp = array_namespace(terms)
+        grads = pullback(xp.ones_like(terms))
+        return xp.sum(terms), grads[0]
+
+    return step_none
 
 
 def refloss_value_and_grad(loss: str, x: Any, labels: Any) -> tuple:

@@ -22,20 +22,21 @@ from . import impls
 # ---------------------------------------------------------------------------
 # rows and the CSV
 
-INT_FIELDS = ("batch", "dim", "repeats", "threads", "seed", "n")
+INT_FIELDS = ("batch", "dim", "repeats", "threads", "seed", "n", "ops", "syncs")
 FLOAT_FIELDS = (
     "budget", "slow", "median_s", "min_s", "max_s", "warmup_s", "baseline_rss_mib",
     "peak_rss_mib", "peak_rss_delta_mib", "gpu_peak_mib", "gpu_peak_delta_mib", "value",
     "rel_err_f64", "grad_rel_err_f64", "wall_s", "floor_s", "ratio_floor", "mem_constant",
 )
 BOOL_FIELDS = ("accuracy", "peak_reset")
-LIST_FIELDS = ("samples", "float64_ops")
+LIST_FIELDS = ("samples", "float64_ops", "sync_ops")  # JSON in the CSV
 CSV_FIELDS = (
     "impl", "loss", "backend", "dtype", "labels", "batch", "dim", "status", "note",
     "n", "median_s", "min_s", "max_s", "floor_s", "ratio_floor",
     "peak_rss_delta_mib", "peak_rss_mib", "baseline_rss_mib", "peak_reset", "mem_constant",
     "gpu_peak_mib", "gpu_peak_delta_mib",
     "value", "value_dtype", "grad_dtype", "rel_err_f64", "grad_rel_err_f64", "float64_ops",
+    "ops", "syncs", "sync_ops",
     "warmup_s", "samples", "wall_s", "repeats", "budget", "slow", "threads", "accuracy", "seed",
 )
 META_PREFIX = "# meta "
@@ -88,8 +89,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, (list, tuple)):
-        return json.dumps(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
     return str(value)
 
 
@@ -101,6 +102,24 @@ def write_csv(path: pathlib.Path, meta: dict, rows: list[dict]) -> None:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: _cell(r.get(k)) for k in CSV_FIELDS})
+
+
+def merge(old_meta: dict, old_rows: list[dict], meta: dict,
+          rows: list[dict]) -> tuple[dict, list[dict]]:
+    """``(meta, rows)`` of an existing CSV with a newer run's rows merged in.
+
+    A new row replaces the old row of the same configuration (impl, loss,
+    backend, dtype, labels, B); the new run's description is appended to
+    ``meta["merged"]`` so that the page says which rows came from where.
+    """
+    def key(r):
+        return (r["impl"], r["loss"], r["backend"], r["dtype"], r["labels"], r["batch"])
+
+    new = {key(r): r for r in rows}
+    kept = [r for r in old_rows if key(r) not in new]
+    summary = {k: meta.get(k) for k in ("command", "date", "gpu", "commit", "sizes")}
+    merged_meta = {**old_meta, "merged": [*old_meta.get("merged", []), summary]}
+    return merged_meta, kept + list(rows)
 
 
 def read_csv(path: pathlib.Path) -> tuple[dict, list[dict]]:
@@ -127,6 +146,11 @@ def fmt_s(t: float | None) -> str:
 
 def fmt_mib(m: float | None) -> str:
     return "—" if m is None else f"{m:,.0f}"
+
+
+def fmt_count(n: int | None) -> str:
+    """An op or sync count; "—" where not counted (only torch steps are)."""
+    return "—" if n is None else f"{n:,}"
 
 
 def fmt_ratio(r: float | None) -> str:
@@ -160,14 +184,14 @@ def progress_line(r: dict) -> str:
 
 def _order(r: dict) -> tuple:
     impl_rank = impls.IMPLS.index(r["impl"]) if r["impl"] in impls.IMPLS else 99
-    names = (*impls.LOSSES, impls.FLOOR)
+    names = (*impls.ALL_LOSSES, impls.FLOOR)
     loss_rank = names.index(r["loss"]) if r["loss"] in names else 99
     return (r["dtype"], r["labels"], loss_rank, impl_rank, r["backend"], r["batch"])
 
 
 HEADER = ("| impl | loss | backend | dtype | labels | B | median s | min s | max s | n "
-          "| × floor | peak Δ MiB | peak MiB | c = Δ/(B²·size) | status |")
-RULE = "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+          "| × floor | peak Δ MiB | peak MiB | c = Δ/(B²·size) | ops | syncs | status |")
+RULE = "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 
 
 def _row_markdown(r: dict) -> str:
@@ -180,7 +204,8 @@ def _row_markdown(r: dict) -> str:
             f"| {r['batch']} | {fmt_s(r['median_s']) if ok else '—'} "
             f"| {fmt_s(r['min_s']) if ok else '—'} | {fmt_s(r['max_s']) if ok else '—'} "
             f"| {r['n'] if ok else '—'} | {fmt_ratio(r['ratio_floor'])} "
-            f"| {fmt_mib(delta) if ok else '—'} | {fmt_mib(peak)} | {c} | {status_text(r)} |")
+            f"| {fmt_mib(delta) if ok else '—'} | {fmt_mib(peak)} | {c} "
+            f"| {fmt_count(r['ops'])} | {fmt_count(r['syncs'])} | {status_text(r)} |")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -202,6 +227,37 @@ def markdown_sections(rows: list[dict]) -> str:
     if not parts and floors:
         parts.append(markdown_table(floors) + "\n")
     return "\n".join(parts)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """Per refloss configuration (loss, backend, dtype, labels): the memory
+    constant c at the largest B measured, and the ops and syncs of one step at
+    the smallest and the largest B counted (torch only) — flat op counts mean
+    no loop grows with B."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        if r["impl"] in ("refloss", "refloss-adapter") and _ok(r):
+            groups.setdefault((r["impl"], r["loss"], r["backend"], r["dtype"], r["labels"]),
+                              []).append(r)
+    if not groups:
+        return "(no refloss configuration measured)"
+    names = (*impls.ALL_LOSSES, impls.FLOOR)
+    out = ["| impl | loss | backend | dtype | labels | largest B | c = Δ/(B²·size) "
+           "| ops (B) | syncs (B) |", "|---|---|---|---|---|---:|---:|---|---|"]
+
+    def rank(key):
+        return (key[3], key[4], names.index(key[1]) if key[1] in names else 99, key[0], key[2])
+
+    for key in sorted(groups, key=rank):
+        series = sorted(groups[key], key=lambda r: r["batch"])
+        top = series[-1]
+        c = "—" if top["mem_constant"] is None else f"{top['mem_constant']:.2f}"
+        counted = [r for r in series if r["ops"] is not None]
+        ends = [counted[0], counted[-1]] if len(counted) > 1 else counted
+        ops = " → ".join(f"{fmt_count(r['ops'])} ({r['batch']})" for r in ends) or "—"
+        syncs = " → ".join(f"{fmt_count(r['syncs'])} ({r['batch']})" for r in ends) or "—"
+        out.append(f"| {' | '.join(key)} | {top['batch']} | {c} | {ops} | {syncs} |")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +418,7 @@ def _target_memory(rows: list[dict], goal: float = 6.0, min_batch: int = 4096,
     out = []
     refl = [r for r in rows if r["impl"] in ("refloss", "refloss-adapter") and _ok(r)
             and r["mem_constant"] is not None]
-    for loss in impls.LOSSES:
+    for loss in impls.ALL_LOSSES:
         mine = [r for r in refl if r["loss"] == loss]
         if not mine:
             continue
@@ -384,6 +440,8 @@ def _target_memory(rows: list[dict], goal: float = 6.0, min_batch: int = 4096,
         if verdict == "n/a":
             text += f"; B < {min_batch}: fixed costs dominate"
         out.append(Target(name, where, text, f"c ≤ {goal:g}", verdict))
+        if loss not in impls.LOSSES:  # the variants are measured on request only
+            continue
         at_big = [r for r in mine if r["batch"] == big and r["dtype"] == "float32"]
         name = f"{loss}: B={big} float32 in under {limit_gib:g} GiB"
         if at_big:
@@ -589,6 +647,9 @@ def describe_run(meta: dict) -> str:
         "- versions: Python " + str(m.get("python")) + ", "
         + ", ".join(f"{k} {v[k]}" for k in sorted(v))
         + f"; refloss commit {meta.get('commit')}",
+        *(f"- merged in: `{m.get('command')}`, {m.get('date')}, GPU: {m.get('gpu')}, "
+          f"commit {m.get('commit')} (its rows replace those of the same configuration)"
+          for m in meta.get("merged", [])),
     ])
 
 
@@ -613,6 +674,10 @@ def docs_section(meta: dict, rows: list[dict]) -> str:
         "### Targets",
         "",
         targets_markdown(targets(rows)),
+        "",
+        "### Memory and op counts per configuration",
+        "",
+        summary_markdown(rows),
         "",
         "### All measurements",
         "",

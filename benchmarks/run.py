@@ -2,8 +2,11 @@
 
     python -m benchmarks --quick                  # ~2 minutes: prints the table and targets
     python -m benchmarks                          # the full sweep; writes docs/benchmarks.*
-    python -m benchmarks --device cuda            # torch CUDA and CuPy, B up to 65536
+    python -m benchmarks --device cuda            # torch CUDA and CuPy, B up to 65536,
+                                                  # merged into docs/benchmarks.csv
+    benchmarks/gpu.sh                             # the suite on CUDA/CuPy, then the above
     python -m benchmarks --from-csv docs/benchmarks.csv --write-docs   # page from the CSV
+    python -m benchmarks --from-csv other.csv --merge --write-docs     # other.csv's rows into docs/
 
 Each configuration (implementation, loss, backend, dtype, B, label layout)
 runs in a fresh subprocess with the BLAS/OpenMP/torch thread counts pinned,
@@ -330,8 +333,9 @@ def parser() -> argparse.ArgumentParser:
                         "(about 2 minutes on 2 quiet cores)")
     p.add_argument("--impl", type=_csv_list(str, impls.IMPLS), default=list(impls.IMPLS),
                    help=f"comma list of {', '.join(impls.IMPLS)} (default all)")
-    p.add_argument("--loss", type=_csv_list(str, impls.LOSSES), default=list(impls.LOSSES),
-                   help=f"comma list of {', '.join(impls.LOSSES)} (default all)")
+    p.add_argument("--loss", type=_csv_list(str, impls.ALL_LOSSES), default=list(impls.LOSSES),
+                   help=f"comma list of {', '.join(impls.LOSSES)} (default all), or of "
+                        f"the refloss-only variants {', '.join(impls.VARIANTS)}")
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu",
                    help="cpu: numpy and torch; cuda: torch:cuda and cupy (default cpu)")
     p.add_argument("--backend", type=_csv_list(str, impls.CPU_BACKENDS + impls.GPU_BACKENDS),
@@ -373,6 +377,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-csv", type=pathlib.Path,
                    help="measure nothing: report (and with --write-docs, regenerate the "
                         "page) from this CSV")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="merge this run's rows into the existing benchmarks.csv of --out "
+                        "(a row replaces the one of the same configuration) instead of "
+                        "replacing the file (default: on for --device cuda, off otherwise)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
@@ -413,7 +421,56 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.write_docs and args.out.resolve() != DOCS.resolve():
         raise SystemExit("--write-docs writes docs/benchmarks.{md,csv,png}; "
                          f"--out must be docs/, got {args.out}")
+    if args.merge is None:
+        # a GPU run adds its rows to the CPU figures instead of wiping them
+        args.merge = gpu and args.out is not None
+    if args.merge and args.out is None:
+        raise SystemExit("--merge merges into OUT/benchmarks.csv: give --out or --write-docs")
     return args
+
+
+def gpu_problems(backends: Iterable[str]) -> dict[str, str]:
+    """``{backend: why it cannot run here}`` for the requested GPU backends."""
+    problems = {}
+    for name in backends:
+        if name == "torch:cuda":
+            try:
+                import torch
+            except ImportError:
+                problems[name] = "torch is not installed"
+                continue
+            if not torch.cuda.is_available():
+                problems[name] = (f"torch.cuda.is_available() is False (torch "
+                                  f"{torch.__version__}: no CUDA device, no driver, or a "
+                                  "CPU-only build)")
+        elif name == "cupy":
+            try:
+                import cupy
+            except ImportError:
+                problems[name] = "cupy is not installed (pip install cupy-cuda12x)"
+                continue
+            try:
+                if cupy.cuda.runtime.getDeviceCount() < 1:
+                    problems[name] = "cupy sees no CUDA device"
+            except Exception as exc:  # no driver: CUDARuntimeError
+                problems[name] = f"cupy finds no CUDA driver ({type(exc).__name__}: {exc})"
+    return problems
+
+
+def check_gpu(args: argparse.Namespace, *, log=sys.stderr) -> None:
+    """Stop with a clear message when no requested GPU backend can run;
+    warn when some cannot (their rows then read "unavailable")."""
+    wanted = [b for b in args.backend if b in impls.GPU_BACKENDS]
+    if not wanted:
+        return
+    problems = gpu_problems(wanted)
+    text = "; ".join(f"{name}: {why}" for name, why in problems.items())
+    if len(problems) == len(wanted):
+        raise SystemExit(f"python -m benchmarks: no usable GPU backend for "
+                         f"{', '.join(wanted)} ({text}). Run it on a machine with an NVIDIA "
+                         "GPU, a CUDA build of torch and cupy (see benchmarks/gpu.sh).")
+    if problems:
+        print(f"warning: {text}; those rows will read 'unavailable'", file=log, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,9 +482,14 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child)
     args = resolve(args)
 
+    existing = None if args.out is None else args.out / "benchmarks.csv"
     if args.from_csv is not None:
         meta, rows = report.read_csv(args.from_csv)
+        if (args.merge and existing is not None and existing.exists()
+                and existing.resolve() != args.from_csv.resolve()):
+            meta, rows = report.merge(*report.read_csv(existing), meta, rows)
     else:
+        check_gpu(args)
         meta = run_metadata(args, argv)
         print(report.describe_run(meta), file=sys.stderr, flush=True)
         rows = []
@@ -435,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             sweep(args, rows)
         except KeyboardInterrupt:
             print("interrupted: reporting what was measured", file=sys.stderr)
+        if args.merge and existing is not None and existing.exists():
+            meta, rows = report.merge(*report.read_csv(existing), meta, rows)
     rows = report.derive(rows)
 
     print(report.markdown_table(rows))

@@ -301,24 +301,60 @@ def contrastive_loss(
 # every pair of a labeled batch
 
 
-def _upper_pair_index(xp, n_rows, dev):
-    """Row-major ranks of the pairs i < j, from shapes alone.
+# Row blocks of the pair packing: at most this many, each of at least
+# _PAIR_BLOCK_FLOOR elements, so that its int64 index arrays stay a fraction of
+# one B×B float matrix (peak memory) and their number does not grow with B.
+_PAIR_BLOCKS = 4
+_PAIR_BLOCK_FLOOR = 1 << 22
 
-    Returns ``(flat, rank)``: ``flat`` (``[B(B-1)/2]``) holds i·B + j of the
-    k-th pair in row-major order, ``rank`` (``[B, B]``) holds k at (i, j > i)
-    (garbage elsewhere, to be masked). Row i starts at
-    :math:`s_i = i(2B - i - 1)/2`; a 1-D ``searchsorted`` in the row starts
-    recovers i from k.
-    """
+
+def _pair_row_blocks(n_rows):
+    """``[(r0, r1), ...]``: row blocks of at most max(B²/4, 2²²) entries."""
+    per = max(1, max(-(-n_rows * n_rows // _PAIR_BLOCKS), _PAIR_BLOCK_FLOOR) // max(n_rows, 1))
+    return [(r0, min(r0 + per, n_rows)) for r0 in range(0, n_rows, per)]
+
+
+def _pair_starts(xp, n_rows, dev):
+    """Row-major rank of the first pair of each row i: s_i = i(2B - i - 1)/2."""
     idx = _checks.default_index_dtype(xp, dev)
     r = xp.arange(n_rows, dtype=idx, device=dev)
-    starts = r * (2 * n_rows - r - 1) // 2
+    return r, r * (2 * n_rows - r - 1) // 2
+
+
+def _pack_upper(xp, tmat, n_rows, dev):
+    r"""The entries (i, j > i) of ``tmat`` in row-major order (``[B(B-1)/2]``),
+    gathered in row blocks: pair k of rows r0..r1-1 is row
+    :math:`i = \#\{s \le k\} - 1` (a 1-D ``searchsorted`` in the row starts
+    s) and column :math:`j = k - s_i + i + 1`."""
+    r, starts = _pair_starts(xp, n_rows, dev)
     n_pairs = n_rows * (n_rows - 1) // 2
-    k = xp.arange(n_pairs, dtype=idx, device=dev)
-    i = xp.searchsorted(starts, k, side="right") - 1
-    j = k - xp.take(starts, i) + i + 1
-    rank = starts[:, None] + (r[None, :] - r[:, None] - 1)
-    return i * n_rows + j, rank
+    parts = []
+    for r0, r1 in _pair_row_blocks(n_rows):
+        k0 = r0 * (2 * n_rows - r0 - 1) // 2
+        k1 = r1 * (2 * n_rows - r1 - 1) // 2 if r1 < n_rows else n_pairs
+        if k1 <= k0:
+            continue
+        k = xp.arange(k0, k1, dtype=r.dtype, device=dev)
+        i = xp.searchsorted(starts, k, side="right") - 1
+        j = k - xp.take(starts, i) + i + 1
+        flat = (i - r0) * n_rows + j
+        del k, i, j
+        parts.append(xp.take(xp.reshape(tmat[r0:r1, :], (-1,)), flat))
+    return xp.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def _unpack_upper(xp, w, n_rows, dev):
+    """The B×B matrix holding pair k's ``w[k]`` at its (i, j > i), garbage
+    below the diagonal (to be masked): a gather at the rank
+    :math:`s_i + j - i - 1`, in row blocks."""
+    r, starts = _pair_starts(xp, n_rows, dev)
+    parts = []
+    for r0, r1 in _pair_row_blocks(n_rows):
+        rank = starts[r0:r1, None] + (r[None, :] - r[r0:r1, None] - 1)
+        rank = xp.clip(rank, 0, w.shape[0] - 1)
+        parts.append(xp.reshape(xp.take(w, xp.reshape(rank, (-1,))), (r1 - r0, n_rows)))
+        del rank
+    return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
 
 
 def _all_pairs_fwd(
@@ -363,36 +399,34 @@ def _all_pairs_fwd(
     tmat = xp.where(upper, tmat, 0.0)
     if reduction == "none":
         if n_pairs == 0:
-            terms, rank = xp.zeros((0,), dtype=cdt, device=dev), None
+            terms, packed = xp.zeros((0,), dtype=cdt, device=dev), False
         else:
-            flat, rank = _upper_pair_index(xp, n_rows, dev)
-            terms = xp.take(xp.reshape(tmat, (-1,)), flat)
+            terms, packed = _pack_upper(xp, tmat, n_rows, dev), True
         value, rres = reduce_forward(xp, terms, reduction)
     else:
-        rank = None
+        packed = False
         tol = nonzero_tolerance(xp, reduction, dmat, max(margin, pos_margin), power)
         value, rres = reduce_forward(
             xp, xp.reshape(tmat, (-1,)), reduction, count=n_pairs, tol=tol
         )
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
     del tmat
-    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank)
+    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed)
     return xp.astype(value, dtype), res
 
 
 def _all_pairs_bwd(residuals, g):
-    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank = residuals
+    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed = residuals
     w = reduce_backward(xp, rres, g, terms)
     n_rows = upper.shape[0]
-    if rank is None:
+    if not packed:
         if terms.ndim == 0:  # a scalar reduction: one weight for every pair
             wmat = xp.where(upper, w, 0.0)
         else:  # "none" with no pairs
             wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
     else:
         # gather, not scatter: entry (i, j > i) reads the weight of its rank
-        wmat = xp.take(xp.reshape(w, (-1,)), xp.reshape(xp.clip(rank, 0, w.shape[0] - 1), (-1,)))
-        wmat = xp.reshape(wmat, (n_rows, n_rows))
+        wmat = _unpack_upper(xp, xp.reshape(w, (-1,)), n_rows, _device(terms))
     wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
     if n_rows == 0:
         gx = xp.zeros_like(dres)  # dres is the (0, D) input itself

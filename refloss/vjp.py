@@ -134,6 +134,6 @@ def _as_cotangent(value: Any, g: Any) -> Any:
             )
         if not (xp.isdtype(g.dtype, "real floating") or xp.isdtype(g.dtype, "integral")):
             raise TypeError(f"g: expected a real dtype, got {g.dtype}")
-        g = xp.astype(g, dtype)
+        g = xp.astype(g, dtype, copy=False)  # no B×B copy of a "none" cotangent
     _checks.check_finite(xp, "g", g)
     return g

@@ -121,7 +121,8 @@ def test_csv_round_trips_every_field(tmp_path):
         "n": 3, "median_s": 0.25, "min_s": 0.2, "max_s": 0.3, "samples": [0.2, 0.25, 0.3],
         "peak_rss_delta_mib": 12.5, "peak_rss_mib": 300.0, "baseline_rss_mib": 287.5,
         "peak_reset": True, "value": 0.75, "value_dtype": "float32", "grad_dtype": "float32",
-        "float64_ops": [], "accuracy": True}])
+        "float64_ops": [], "accuracy": True, "ops": 312, "syncs": 4,
+        "sync_ops": {"_local_scalar_dense": 3, "nonzero": 1}}])
     path = tmp_path / "b.csv"
     report.write_csv(path, {"mode": "full", "threads": 2}, rows)
     meta, back = report.read_csv(path)
@@ -302,3 +303,137 @@ def test_write_docs_keeps_the_hand_written_text(tmp_path):
     assert text.endswith("\n\nafter\n")
     assert "old" not in text
     assert "| floor | gemm+sort | numpy |" in text
+
+
+# ---------------------------------------------------------------------------
+# op and sync counts, the refloss-only variants, the GPU command
+
+
+def test_count_ops_counts_every_aten_op_and_the_syncs_among_them():
+    torch = pytest.importorskip("torch")
+    from benchmarks.counting import count_ops
+
+    x = torch.arange(6.0)
+    out, ops, syncs, which = count_ops(lambda v: (v * 2 + 1).sum(), x)
+    assert float(out) == 36.0 and ops == 3 and syncs == 0 and which == {}
+    _, _, syncs, which = count_ops(lambda v: float(v.sum()), x)
+    assert syncs == 1 and which == {"_local_scalar_dense": 1}
+    _, _, syncs, which = count_ops(lambda v: v[v > 2], x)  # a hidden nonzero
+    assert syncs == 1 and set(which) <= {"index", "nonzero"}
+    _, _, syncs, which = count_ops(torch.nonzero, x)
+    assert which == {"nonzero": 1}
+
+
+def test_child_counts_ops_and_syncs_on_torch_only():
+    pytest.importorskip("torch")
+    r = measure(_config(backend="torch"))
+    assert r.status == "ok", r.note
+    assert r.ops > 50 and r.syncs >= 0 and sum(r.sync_ops.values()) == r.syncs
+    assert measure(_config()).ops is None
+
+
+@pytest.mark.parametrize("loss", ["batch_all:none", "batch_all:soft", "mine_semihard"])
+def test_refloss_variants_are_measured(loss):
+    r = measure(_config(loss=loss, batch=24))
+    assert r.status == "ok", r.note
+    assert r.peak_rss_delta_mib is not None and r.value is not None
+
+
+def test_none_variant_reports_the_sum_of_the_terms():
+    from benchmarks import impls
+
+    x, labels = _separated_batch()
+    value, grad = impls.build("refloss", "batch_all:none", x, labels, np)()
+    expected = float(rl.batch_all_triplet_loss(x, labels, reduction="sum"))
+    assert float(value) == pytest.approx(expected, rel=1e-12)
+    assert grad.shape == x.shape
+
+
+def test_variants_are_refloss_only_and_not_in_the_default_sweep():
+    args = run.resolve(run.parser().parse_args(["--quick"]))
+    assert "batch_all:none" not in args.loss
+    args = run.resolve(run.parser().parse_args(["--quick", "--loss", "mine_semihard"]))
+    assert [g[0] for g in run.plan(args) if g[0] != "floor"] == ["refloss", "refloss"]
+
+
+def test_device_cuda_sweeps_the_gpu_backends_to_65536_and_merges_into_docs():
+    args = run.resolve(run.parser().parse_args(["--device", "cuda"]))
+    assert args.backend == ["torch:cuda", "cupy"]
+    assert max(args.sizes) == 65536
+    assert args.merge and args.out == run.DOCS
+    args = run.resolve(run.parser().parse_args(["--device", "cuda", "--no-merge"]))
+    assert not args.merge
+    args = run.resolve(run.parser().parse_args(["--quick", "--device", "cuda"]))
+    assert args.out is None and not args.merge
+    with pytest.raises(SystemExit, match="--merge merges into"):
+        run.resolve(run.parser().parse_args(["--quick", "--merge"]))
+
+
+def test_device_cuda_without_any_gpu_backend_stops_with_the_reasons(monkeypatch):
+    monkeypatch.setattr(run, "gpu_problems", lambda names: {n: f"no {n} here" for n in names})
+    with pytest.raises(SystemExit, match=r"no usable GPU backend.*no torch:cuda here.*no cupy"):
+        run.main(["--device", "cuda", "--out", "/nonexistent"])
+
+
+def test_device_cuda_with_one_gpu_backend_warns_about_the_other(monkeypatch):
+    import argparse
+    import io
+
+    monkeypatch.setattr(run, "gpu_problems", lambda names: {"cupy": "cupy is not installed"})
+    log = io.StringIO()
+    run.check_gpu(argparse.Namespace(backend=["torch:cuda", "cupy"]), log=log)
+    assert "cupy: cupy is not installed" in log.getvalue()
+
+
+def test_gpu_problems_names_the_cause_on_this_machine():
+    problems = run.gpu_problems(["torch:cuda", "cupy"])
+    for why in problems.values():
+        assert why and ("torch" in why or "cupy" in why)
+
+
+def test_merge_replaces_rows_of_the_same_configuration_and_records_the_run():
+    old = [_row("refloss", "batch_all", "numpy", 256, 1.0),
+           _row("refloss", "batch_all", "torch:cuda", 256, 9.0)]
+    new = [_row("refloss", "batch_all", "torch:cuda", 256, 0.5),
+           _row("refloss", "batch_all", "cupy", 256, 0.4)]
+    meta, rows = report.merge({"mode": "full"}, old, {"command": "gpu", "gpu": "H200"}, new)
+    got = {(r["backend"], r["median_s"]) for r in rows}
+    assert got == {("numpy", 1.0), ("torch:cuda", 0.5), ("cupy", 0.4)}
+    assert meta["mode"] == "full" and meta["merged"][0]["gpu"] == "H200"
+    assert "merged in: `gpu`" in report.describe_run(meta)
+
+
+def test_summary_shows_memory_constant_and_op_counts_from_smallest_to_largest_batch():
+    rows = [dict(_row("refloss", "semihard", "torch", b, 0.1, delta=1.0), ops=ops, syncs=2)
+            for b, ops in ((256, 300), (4096, 310))]
+    text = report.summary_markdown(report.derive(rows))
+    assert "| refloss | semihard | torch | float32 | 8-classes | 4096 |" in text
+    assert "300 (256) → 310 (4096)" in text and "2 (256) → 2 (4096)" in text
+
+
+def test_soft_batch_all_op_count_does_not_grow_with_the_batch():
+    # before the positive-table blocks: one block per anchor from B = 256
+    # (208 ops at B = 64, 995 at B = 256, 53,411 at B = 1024)
+    torch = pytest.importorskip("torch")
+    from benchmarks.counting import count_ops
+
+    def ops(b):
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((b, 8)))
+        labels = torch.from_numpy(np.arange(b) // 4)
+        return count_ops(rl.value_and_grad, rl.batch_all_triplet_loss, x, labels,
+                         soft=True)[1]
+
+    assert ops(256) <= 1.2 * ops(64)
+
+
+def test_from_csv_with_merge_adds_the_rows_to_the_existing_csv(tmp_path):
+    out, other = tmp_path / "out", tmp_path / "other.csv"
+    out.mkdir()
+    report.write_csv(out / "benchmarks.csv", {"mode": "full"},
+                     [_row("refloss", "batch_all", "numpy", 256, 1.0)])
+    report.write_csv(other, {"command": "gpu run", "gpu": "H200"},
+                     [_row("refloss", "batch_all", "cupy", 256, 0.1)])
+    assert run.main(["--from-csv", str(other), "--merge", "--out", str(out), "--no-plot"]) == 0
+    meta, rows = report.read_csv(out / "benchmarks.csv")
+    assert {r["backend"] for r in rows} == {"numpy", "cupy"}
+    assert meta["mode"] == "full" and meta["merged"][0]["command"] == "gpu run"

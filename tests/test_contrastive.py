@@ -766,3 +766,29 @@ def test_arrays_from_different_libraries():
         rl.contrastive_loss(a, a, torch.tensor([True, False]))
     with pytest.raises(TypeError, match=r"^same: expected an array"):
         rl.contrastive_loss(a, a, [True, False])
+
+
+def test_all_pairs_none_in_many_row_blocks_matches_the_explicit_pairs(monkeypatch):
+    # blocks of 16 entries: the pair packing and its inverse run over many
+    # row blocks, as they do at large B with the real sizes
+    import refloss.contrastive as contrastive
+
+    monkeypatch.setattr(contrastive, "_PAIR_BLOCK_FLOOR", 16)
+    monkeypatch.setattr(contrastive, "_PAIR_BLOCKS", 5)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((13, 3))
+    labels = rng.integers(0, 3, 13)
+    i, j = np.triu_indices(13, k=1)
+    g = rng.standard_normal(i.shape[0])
+    expected = oracle_all_pairs_terms(x, labels, margin=1.0, pos_margin=0.0, power=2,
+                                      metric="euclidean", normalize=False)
+    value, pullback = rl.vjp(rl.contrastive_loss_all_pairs, x, labels, reduction="none")
+    np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-10, atol=1e-12)
+    # the same pairs listed explicitly: their VJP, accumulated onto the rows
+    _, paired = rl.vjp(rl.contrastive_loss, x[i], x[j], labels[i] == labels[j],
+                       reduction="none")
+    ga, gb = paired(g)[:2]
+    expected_grad = np.zeros_like(x)
+    np.add.at(expected_grad, i, ga)
+    np.add.at(expected_grad, j, gb)
+    np.testing.assert_allclose(pullback(g)[0], expected_grad, rtol=1e-9, atol=1e-12)

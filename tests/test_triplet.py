@@ -1046,3 +1046,24 @@ def test_triplet_margin_loss_rejects_mixed_namespaces():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"^anchor, positive, negative: expected arrays"):
         rl.triplet_margin_loss(X, X, torch.tensor(X))
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean_nonzero"])
+def test_batch_all_in_many_blocks_matches_brute_force(monkeypatch, soft, reduction):
+    # blocks of 64 elements: the row-block (hinge) and triplet-block (soft)
+    # loops run many times, as they do at large B with the real sizes
+    import refloss.triplet as triplet
+
+    monkeypatch.setattr(triplet, "_BLOCK_FLOOR_CPU", 64)
+    monkeypatch.setattr(triplet, "_BLOCKS", 7)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((23, 3))
+    labels = rng.permutation(np.arange(23) % 5)
+    g = rng.standard_normal((23, 23)) if reduction == "none" else None
+    expected, expected_grad = o_loss(x, labels, "batch_all", soft=soft, reduction=reduction, g=g)
+    value, pullback = rl.vjp(rl.batch_all_triplet_loss, x, labels, soft=soft,
+                             reduction=reduction)
+    (grad,) = pullback(1.0 if g is None else g)[:1]
+    np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-8, atol=1e-10)
