@@ -48,7 +48,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from . import _checks
+from . import _checks, _ops
 from .distances import (
     METRICS,
     paired_backward,
@@ -391,7 +391,8 @@ def _all_pairs_bwd(residuals, g):
             wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
     else:
         # gather, not scatter: entry (i, j > i) reads the weight of its rank
-        wmat = xp.take(xp.reshape(w, (-1,)), xp.reshape(xp.clip(rank, 0, w.shape[0] - 1), (-1,)))
+        slot = _ops.clip(xp, rank, 0, w.shape[0] - 1)
+        wmat = xp.take(xp.reshape(w, (-1,)), xp.reshape(slot, (-1,)))
         wmat = xp.reshape(wmat, (n_rows, n_rows))
     wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
     if n_rows == 0:
