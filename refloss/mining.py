@@ -108,7 +108,7 @@ def row_searchsorted(
 def _merge_search(xp, s, q, side, idx):
     n, m = s.shape[1], q.shape[1]
     left = side == "left"
-    # + 0.0 turns -0.0 into 0.0: radix sorts (CuPy) order the two zeros
+    # + 0.0 turns -0.0 into 0.0: a radix sort (CuPy's) may order the two zeros
     merged = xp.concat([q, s] if left else [s, q], axis=1) + 0.0
     order = xp.argsort(merged, axis=1, stable=True)
     del merged
