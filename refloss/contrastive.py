@@ -48,7 +48,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from . import _checks
+from . import _checks, _ops
 from .distances import (
     METRICS,
     paired_backward,
@@ -351,7 +351,7 @@ def _unpack_upper(xp, w, n_rows, dev):
     parts = []
     for r0, r1 in _pair_row_blocks(n_rows):
         rank = starts[r0:r1, None] + (r[None, :] - r[r0:r1, None] - 1)
-        rank = xp.clip(rank, 0, w.shape[0] - 1)
+        rank = _ops.clip(xp, rank, 0, w.shape[0] - 1)
         parts.append(xp.reshape(xp.take(w, xp.reshape(rank, (-1,))), (r1 - r0, n_rows)))
         del rank
     return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]

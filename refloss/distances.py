@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import device as _device_of
 
-from . import _checks
+from . import _checks, _ops
 from .normalization import normalize_backward, normalize_forward, tree_sum
 from .vjp import defvjp
 
@@ -117,7 +117,7 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
     if metric == "cosine":
         xhat, xres = normalize_forward(xp, x)
         yhat, yres = (xhat, xres) if self_pairs else normalize_forward(xp, y)
-        d = xp.clip(1.0 - xhat @ yhat.T, 0.0, 2.0)
+        d = _ops.clip(xp, 1.0 - xhat @ yhat.T, 0.0, 2.0)
         # ½‖x̂ − ŷ‖² = 1 − x̂·ŷ for unit rows; exact where the GEMM cancels.
         # A flagged entry has x̂·ŷ >= 1 − tol > 0, so both rows are non-zero.
         flag = d <= _tol(xp, x.dtype, x.shape[1])
@@ -151,7 +151,7 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
     # one B×B temporary at a time beside scale and d2 (peak memory)
     d2 = (-2.0 * xc) @ yc.T
     d2 = scale + d2
-    d2 = xp.clip(d2, 0.0, None)
+    d2 = _ops.clip(xp, d2, 0.0, None)
     # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
     # of rows so small against p that their squares reach the subnormal range
     # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
@@ -399,7 +399,7 @@ def _refine(xp, approx, flag, x, y, value):
             out.append(approx[r0:r1, :])
             continue
         rank = xp.cumulative_sum(xp.reshape(xp.astype(fb, idx), (-1,))) - 1 + first
-        placed = xp.reshape(xp.take(exact, xp.clip(rank, 0, n - 1)), fb.shape)
+        placed = xp.reshape(xp.take(exact, _ops.clip(xp, rank, 0, n - 1)), fb.shape)
         out.append(xp.where(fb, placed, approx[r0:r1, :]))
     values = xp.concat(out, axis=0) if len(out) > 1 else out[0]
     return values, _Exact(flag, rows, cols, starts)
@@ -467,8 +467,8 @@ def _segment_sums(xp, w, rows, cols, x, y, starts, n_out, sign, metric):
         ya = xp.take(y, cols[s:e], axis=0)
         contrib = _pair_grad(xp, xa, ya, w[s:e], metric)
         prefix = xp.cumulative_sum(contrib, axis=0, include_initial=True)
-        lo = xp.clip(lo_all, s, e) - s
-        hi = xp.clip(hi_all, s, e) - s
+        lo = _ops.clip(xp, lo_all, s, e) - s
+        hi = _ops.clip(xp, hi_all, s, e) - s
         out = out + (xp.take(prefix, hi, axis=0) - xp.take(prefix, lo, axis=0))
     return sign * out
 

@@ -21,10 +21,11 @@ Semi-hard mining costs O(B² log B): each anchor's negative distances are
 sorted once (non-negatives pushed to +inf), and every positive is answered
 by a rank lookup, the number of negatives :math:`\le d_{ap}`, found by
 :func:`row_searchsorted`. The array API's ``searchsorted`` takes a 1-D
-sorted array only, so the row-wise search is a branch-free binary search:
-:math:`\lceil\log_2(n+1)\rceil` rounds of ``take_along_axis`` and ``where``
-(PyTorch's native batched ``searchsorted`` is used as a fast path; both give
-identical integers). Memory is O(B²): nothing of size B³ is ever formed.
+sorted array only, so the row-wise search is batched by hand: a merge by one
+stable row-wise ``argsort`` in standard operations (CuPy, JAX,
+array-api-strict), PyTorch's native batched ``searchsorted``, and on NumPy a
+branch-free binary search over blocks of rows; all give identical integers.
+Memory is O(B²): nothing of size B³ is ever formed.
 
 The miners return index arrays of data-dependent length (they use
 ``nonzero``); the losses in :mod:`refloss.triplet` use the same selection
@@ -37,23 +38,17 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import device as _device
-from array_api_compat import (
-    is_array_api_strict_namespace,
-    is_numpy_namespace,
-    is_torch_namespace,
-)
+from array_api_compat import is_numpy_namespace, is_torch_namespace
 
-from . import _checks
+from . import _checks, _ops
 from .distances import METRICS, pairwise_backward, pairwise_forward
 from .normalization import normalize_backward, normalize_forward
 
 __all__ = ["mine_batch_hard", "mine_semihard", "row_searchsorted"]
 
 SIDES = ("left", "right")
-# Elements of the (rows × queries) working arrays of one search chunk: small
-# (cache-sized) blocks on the CPU libraries, large ones elsewhere (fewer launches).
+# Elements of the working arrays of one block of NumPy's search: cache-sized.
 _SEARCH_ELEMENTS_CPU = 1 << 16
-_SEARCH_ELEMENTS = 1 << 22
 
 
 # --------------------------------------------------------------------------
@@ -68,20 +63,34 @@ def row_searchsorted(
     ``out[r, j] = #{i : sorted_rows[r, i] < queries[r, j]}`` for ``side="left"``
     and ``#{i : sorted_rows[r, i] <= queries[r, j]}`` for ``side="right"`` —
     NumPy's ``searchsorted`` applied row by row. ``sorted_rows`` is ``[R, n]``
-    with ascending rows (``+inf`` allowed), ``queries`` is ``[R, m]`` of the
-    same floating dtype; the result is ``[R, m]`` in the default index dtype.
+    with ascending rows (``±inf`` allowed, no NaN), ``queries`` is ``[R, m]``
+    (no NaN) of the same floating dtype; the result is ``[R, m]`` in the
+    default index dtype. ``-0.0`` and ``0.0`` are equal, as in NumPy.
 
-    The portable path is a branch-free binary search (binary lifting): the
-    count is built from the highest power of two down, one ``take_along_axis``,
-    one comparison and one ``where`` per round, :math:`\lceil\log_2(n+1)\rceil`
-    rounds, on rows padded with +inf to :math:`2^{rounds} - 1` entries (so
-    every probe is in range), over row chunks so that the working arrays stay
-    small (cache-sized on NumPy and array-api-strict). It uses
-    only the 2024.12 standard and works without data-dependent shapes.
-    Native fast paths, taken unless ``portable=True``, give identical
-    integers: PyTorch's ``torch.searchsorted`` (batched natively) and, on
-    NumPy, ``numpy.searchsorted`` row by row (a C binary search per query,
-    several times faster than the rounds of ``take_along_axis``).
+    Every path is batched over all rows at once (no loop over rows) and gives
+    the same integers:
+
+    * **portable** (CuPy, JAX, array-api-strict, and every backend with
+      ``portable=True``): a merge in 2024.12 standard ops only, without
+      data-dependent shapes (it runs under ``jax.jit``). Each row's queries
+      and entries are concatenated and ordered by one stable row-wise
+      ``argsort`` — queries first for ``"left"``, so that a query sorts
+      before the entries equal to it, entries first for ``"right"`` — a
+      ``cumulative_sum`` of the "is an entry" tags counts the entries before
+      every merged position, and the inverse permutation (a second
+      ``argsort``) reads that count back at each query. O(R·(n+m)·log(n+m))
+      work in a fixed number of array operations, whatever R, n, m and the
+      data (a GPU launches the same few kernels at every size).
+    * **PyTorch**: ``torch.searchsorted``, batched natively.
+    * **NumPy**: a branch-free binary search (the branchless lower bound of
+      Khuong and Morin) over all queries of a cache-sized block of rows at
+      once: :math:`\lceil\log_2 n\rceil + 1` rounds of one flat ``take``,
+      one comparison and one add, O(R·m·log n); several times faster than
+      ``numpy.searchsorted`` row by row, whose binary search branches on
+      every step of every query.
+
+    Reference: P.-V. Khuong, P. Morin, "Array layouts for comparison-based
+    searching", ACM J. Exp. Algorithmics 22 (2017), the branch-free search.
     """
     _checks.check_choice("side", side, SIDES)
     if not portable and is_torch_namespace(xp):
@@ -93,41 +102,56 @@ def row_searchsorted(
         return xp.zeros((rows, m), dtype=idx, device=_device(queries))
     if not portable and is_numpy_namespace(xp):
         return _numpy_search(sorted_rows, queries, side, idx)
-    budget = _SEARCH_ELEMENTS_CPU if _cpu_library(xp) else _SEARCH_ELEMENTS
-    out = []
-    for r0, r1 in _chunks(rows, budget // max(m, 1)):
-        out.append(_search_block(xp, sorted_rows[r0:r1, :], queries[r0:r1, :], side, idx))
-    return xp.concat(out, axis=0) if len(out) > 1 else out[0]
+    return _merge_search(xp, sorted_rows, queries, side, idx)
 
 
-def _search_block(xp, s, q, side, idx):
-    rows, n = s.shape
-    rounds = n.bit_length()  # == ceil(log2(n + 1))
-    width = (1 << rounds) - 1
-    if width > n:  # pad with +inf so that every probe is in range
-        pad = xp.full((rows, width - n), float("inf"), dtype=s.dtype, device=_device(s))
-        s = xp.concat([s, pad], axis=1)
-    pos = xp.zeros(q.shape, dtype=idx, device=_device(q))
-    step = 1 << (rounds - 1)
-    while step:
-        # invariant: the first pos entries are below q; probe entry pos + step - 1
-        val = xp.take_along_axis(s, pos + (step - 1), axis=1)
-        below = (val < q) if side == "left" else (val <= q)
-        pos = xp.where(below, pos + step, pos)
-        step >>= 1
-    # a +inf query with side "right" also counts the padding
-    return xp.minimum(pos, n)
+def _merge_search(xp, s, q, side, idx):
+    n, m = s.shape[1], q.shape[1]
+    left = side == "left"
+    # + 0.0 turns -0.0 into 0.0: a radix sort (CuPy's) may order the two zeros
+    merged = xp.concat([q, s] if left else [s, q], axis=1) + 0.0
+    order = xp.argsort(merged, axis=1, stable=True)
+    del merged
+    tag = xp.astype((order >= m) if left else (order < n), idx)
+    before = xp.cumulative_sum(tag, axis=1) - tag  # entries ahead of each position
+    del tag
+    at = xp.argsort(order, axis=1, stable=False)  # each element's merged position
+    del order
+    at = at[:, :m] if left else at[:, n:]
+    return xp.take_along_axis(before, at, axis=1)
 
 
 def _numpy_search(s, q, side, idx):
-    out = np.empty(q.shape, dtype=idx)
-    for r in range(s.shape[0]):
-        out[r] = np.searchsorted(s[r], q[r], side=side)
+    rows, n = s.shape
+    m = q.shape[1]
+    below = np.less if side == "left" else np.less_equal
+    halves = []  # the same halving steps for every query: they depend on n only
+    width = n
+    while width > 1:
+        halves.append(width // 2)
+        width -= width // 2
+    flat = np.ascontiguousarray(s).reshape(-1)
+    shifted = {h: flat[h:] for h in halves}  # shifted[h][i] == flat[i + h]
+    out = np.empty((rows, m), dtype=idx)
+    for r0, r1 in _chunks(rows, _SEARCH_ELEMENTS_CPU // m):
+        qb = q[r0:r1, :]
+        start = (np.arange(r0, r1, dtype=np.intp) * n)[:, None]
+        # invariant: the answer for each query lies in [pos, pos + width]
+        pos = np.repeat(start, m, axis=1)
+        val = np.empty(qb.shape, dtype=s.dtype)
+        hit = np.empty(qb.shape, dtype=bool)
+        step = np.empty_like(pos)
+        for h in halves:
+            np.take(shifted[h], pos, out=val, mode="clip")
+            below(val, qb, out=hit)
+            np.multiply(hit, h, out=step)
+            pos += step
+        np.take(flat, pos, out=val, mode="clip")
+        below(val, qb, out=hit)
+        pos -= start
+        pos += hit
+        out[r0:r1, :] = pos
     return out
-
-
-def _cpu_library(xp):
-    return is_numpy_namespace(xp) or is_array_api_strict_namespace(xp)
 
 
 def _chunks(n, step):
@@ -259,18 +283,18 @@ class SemiHard:
         self.order = xp.argsort(neg_d, axis=1, stable=True)
         self.sorted_neg = xp.take_along_axis(neg_d, self.order, axis=1)
         del neg_d
-        last = xp.clip(self.n_neg - 1, 0, max(b - 1, 0))
+        last = _ops.clip(xp, self.n_neg - 1, 0, max(b - 1, 0))
         # fallback: the largest negative; among ties the lowest index, which a
         # stable sort puts first in its run of equal values
         largest = xp.take_along_axis(self.sorted_neg, last[:, None], axis=1)
         fallback = row_searchsorted(
             xp, self.sorted_neg, largest, side="left", portable=portable
         )[:, 0]
-        self.fallback = xp.clip(fallback, 0, max(b - 1, 0))
+        self.fallback = _ops.clip(xp, fallback, 0, max(b - 1, 0))
         # the first negative strictly farther than d_ap sits at #{d_an <= d_ap}
         slot = row_searchsorted(xp, self.sorted_neg, d, side="right", portable=portable)
         slot = xp.where(slot < self.n_neg[:, None], slot, self.fallback[:, None])
-        slot = xp.clip(slot, 0, max(b - 1, 0))
+        slot = _ops.clip(xp, slot, 0, max(b - 1, 0))
         self.neg = xp.take_along_axis(self.order, slot, axis=1) if with_index else None
         d_an = xp.take_along_axis(self.sorted_neg, slot, axis=1)
         self.d_an = xp.where(self.valid, d_an, 0.0)
@@ -308,7 +332,7 @@ class PositiveTable:
         count = xp.astype(xp.searchsorted(sorted_labels, labels, side="right"), idx) - start
         self.width = int(xp.max(count))
         j = xp.arange(self.width, dtype=idx, device=dev)
-        slot = xp.clip(start[:, None] + j[None, :], 0, b - 1)
+        slot = _ops.clip(xp, start[:, None] + j[None, :], 0, b - 1)
         self.members = xp.reshape(xp.take(order, xp.reshape(slot, (-1,))), (b, self.width))
         rows = xp.arange(b, dtype=idx, device=dev)
         other = (self.members > rows[:, None]) if upper else (self.members != rows[:, None])

@@ -39,7 +39,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from . import _checks
+from . import _checks, _ops
 from .distances import METRICS, paired_backward, paired_forward
 from .mining import (
     BatchHard,
@@ -487,10 +487,10 @@ def _semihard_compact(xp, d, neg, tab):
     n_neg = xp.count_nonzero(neg, axis=1)
     # values only: an unstable sort gives the same array, several times faster
     sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
-    last = xp.clip(n_neg - 1, 0, b - 1)
+    last = _ops.clip(xp, n_neg - 1, 0, b - 1)
     largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
     slot = row_searchsorted(xp, sorted_neg, tab.d, side="right")
-    above = xp.take_along_axis(sorted_neg, xp.clip(slot, 0, b - 1), axis=1)
+    above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, 0, b - 1), axis=1)
     valid = tab.valid & (n_neg > 0)[:, None]
     d_an = xp.where(valid, xp.where(slot < n_neg[:, None], above, largest), 0.0)
     tied = None
@@ -652,7 +652,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
         in_range = cols[None, :] < n_neg[:, None]
         direct = xp.where(in_range, cl - xp.concat([zero, cl[:, :-1]], axis=1), 0.0)
         del in_range
-        last = xp.clip(n_neg - 1, 0, b - 1)
+        last = _ops.clip(xp, n_neg - 1, 0, b - 1)
         fall = cw[:, b] - xp.take_along_axis(cl, last[:, None], axis=1)[:, 0]
         del cl, cw
         fall = xp.where(n_neg > 0, fall, 0.0)

@@ -1,4 +1,4 @@
-"""Row-wise search and the miners: exact indices against brute-force oracles,
+"""The miners: exact indices against brute-force oracles,
 TensorFlow's semi-hard rule, tie-breaking, mined loss == triplet_margin_loss.
 
 Oracles are loops over the definitions (DESIGN.md "Mining over a labeled
@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refloss as rl
-from refloss.mining import row_searchsorted
 
 METRICS = ["euclidean", "sqeuclidean", "cosine"]
 
@@ -92,17 +91,6 @@ def o_semihard(dm, labels):
     return out
 
 
-def o_search(s, q, side):
-    out = np.zeros(q.shape, dtype=np.int64)
-    for r in range(s.shape[0]):
-        for j in range(q.shape[1]):
-            if side == "left":
-                out[r, j] = sum(1 for v in s[r] if v < q[r, j])
-            else:
-                out[r, j] = sum(1 for v in s[r] if v <= q[r, j])
-    return out
-
-
 # --------------------------------------------------------------------------
 # helpers and strategies
 
@@ -128,87 +116,6 @@ def batches(draw, min_rows=1, max_rows=8, max_dim=4, max_classes=4):
     labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
-
-
-@st.composite
-def sorted_rows_and_queries(draw):
-    """Sorted rows with many ties and +inf tails; queries on and between the
-    entries, and ±inf."""
-    rows = draw(st.integers(0, 4))
-    n = draw(st.integers(0, 17))
-    m = draw(st.integers(0, 6))
-    entries = st.one_of(st.integers(0, 5).map(float), st.just(math.inf))
-    s = np.sort(draw(hnp.arrays(np.float64, (rows, n), elements=entries)), axis=1)
-    queries = st.one_of(st.integers(-1, 6).map(lambda v: v / 2), st.sampled_from([-math.inf,
-                                                                                 math.inf]))
-    q = draw(hnp.arrays(np.float64, (rows, m), elements=queries))
-    return s, q
-
-
-# --------------------------------------------------------------------------
-# row-wise search
-
-
-@pytest.mark.parametrize("side", ["left", "right"])
-@pytest.mark.parametrize("portable", [True, False])
-@given(data=sorted_rows_and_queries())
-def test_row_search_counts_entries_below_each_query(backend, side, portable, data):
-    s, q = data
-    got = row_searchsorted(backend.xp, backend.asarray(s), backend.asarray(q), side=side,
-                           portable=portable)
-    assert_indices(got, o_search(s, q, side), backend)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 33])
-def test_row_search_covers_every_position_at_power_of_two_sizes(backend, n):
-    """⌈log₂(n+1)⌉ rounds reach every answer 0..n, at the sizes where the
-    rounds change."""
-    s = np.arange(n, dtype=np.float64)[None, :] * 2.0
-    q = (np.arange(2 * n + 3, dtype=np.float64) - 1.0)[None, :]
-    for side in ("left", "right"):
-        got = row_searchsorted(backend.xp, backend.asarray(s), backend.asarray(q), side=side,
-                               portable=True)
-        assert_indices(got, np.searchsorted(s[0], q[0], side=side)[None, :], backend)
-
-
-def test_torch_fast_path_equals_the_portable_search():
-    torch = pytest.importorskip("torch")
-    import array_api_compat.torch as xt
-
-    rng = np.random.default_rng(0)
-    for dtype in (torch.float64, torch.float32):
-        s = np.sort(rng.integers(0, 50, size=(64, 300)).astype(np.float64), axis=1)
-        s[:, 250:] = np.inf
-        q = rng.integers(-2, 52, size=(64, 200)).astype(np.float64)
-        q[:, :3] = [-np.inf, np.inf, 10.0]
-        st_, qt = torch.tensor(s, dtype=dtype), torch.tensor(q, dtype=dtype)
-        for side in ("left", "right"):
-            fast = row_searchsorted(xt, st_, qt, side=side)
-            portable = row_searchsorted(xt, st_, qt, side=side, portable=True)
-            assert fast.dtype == portable.dtype == torch.int64
-            assert torch.equal(fast, portable)
-            np.testing.assert_array_equal(fast.numpy(), o_search(s, q, side))
-
-
-def test_numpy_fast_path_equals_the_portable_search():
-    import array_api_compat.numpy as xn
-
-    rng = np.random.default_rng(1)
-    for dtype in (np.float64, np.float32):
-        s = np.sort(rng.integers(0, 50, size=(64, 300)), axis=1).astype(dtype)
-        s[:, 250:] = np.inf
-        q = rng.integers(-2, 52, size=(64, 200)).astype(dtype)
-        q[:, :3] = [-np.inf, np.inf, 10.0]
-        for side in ("left", "right"):
-            fast = row_searchsorted(xn, s, q, side=side)
-            portable = row_searchsorted(xn, s, q, side=side, portable=True)
-            assert fast.dtype == portable.dtype == np.int64
-            np.testing.assert_array_equal(fast, portable)
-
-
-def test_row_search_rejects_an_unknown_side(numpy_backend):
-    with pytest.raises(ValueError, match=r"^side: expected one of"):
-        row_searchsorted(numpy_backend.xp, np.zeros((1, 2)), np.zeros((1, 1)), side="middle")
 
 
 # --------------------------------------------------------------------------

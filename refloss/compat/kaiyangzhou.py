@@ -16,7 +16,7 @@ from typing import Any
 
 from array_api_compat import device as _device_of
 
-from .. import _checks
+from .. import _checks, _ops
 from ..center import _check_batch
 from ..reductions import as_array
 from ..vjp import defvjp
@@ -43,7 +43,7 @@ def _center_loss_fwd(x, labels, centers):
     classes = xp.arange(num_classes, dtype=labels.dtype, device=_device_of(labels))
     mask = xp.astype(labels[:, None] == classes[None, :], cdt)
     dist = distmat * mask
-    clamped = xp.clip(dist, CLAMP_MIN, CLAMP_MAX)
+    clamped = _ops.clip(xp, dist, CLAMP_MIN, CLAMP_MAX)
     # torch's clamp passes the gradient where min <= input <= max (both inclusive)
     inside = (dist >= CLAMP_MIN) & (dist <= CLAMP_MAX)
     if batch == 0:

@@ -40,7 +40,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .. import _checks
+from .. import _checks, _ops
 from ..mining import check_bool, label_masks, row_searchsorted
 from ..reductions import as_array
 from ..vjp import defvjp
@@ -239,8 +239,8 @@ def semihard_forward(xp: Any, d: Any, labels: Any, margin: float):
     # the first negative strictly farther than d_ap sits at #{negatives <= d_ap}
     slot = row_searchsorted(xp, s, d, side="right")
     outside = slot < n_neg[:, None]
-    s_last = xp.take_along_axis(s, xp.clip(n_neg - 1, 0, b - 1)[:, None], axis=1)[:, 0]
-    d_star = xp.take_along_axis(s, xp.clip(slot, 0, b - 1), axis=1)
+    s_last = xp.take_along_axis(s, _ops.clip(xp, n_neg - 1, 0, b - 1)[:, None], axis=1)[:, 0]
+    d_star = xp.take_along_axis(s, _ops.clip(xp, slot, 0, b - 1), axis=1)
     outside_value = (d_star - big[:, None]) + big[:, None]
     inside_value = xp.where(n_neg > 0, (s_last - small) + small, small)
     negative = xp.where(outside, outside_value, inside_value[:, None])

@@ -1,0 +1,183 @@
+"""row_searchsorted: numpy.searchsorted row by row, on every backend and path.
+
+Paths: the merge (CuPy, JAX, array-api-strict, and any backend with
+``portable=True``), NumPy's blocked branch-free binary search, torch's native
+``searchsorted``. The oracle is a brute-force count of the entries below each
+query (DESIGN.md "Mining over a labeled batch").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
+from helpers import to_numpy
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from refloss.mining import row_searchsorted
+
+SIDES = ["left", "right"]
+# few distinct values: ties between entries, and between entries and queries
+POOL = [-math.inf, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, math.inf]
+
+
+def o_count(s, q, side):
+    """#{i : s[r, i] < q[r, j]} (``left``) or ``<=`` (``right``), by brute force."""
+    below = (s[:, None, :] < q[:, :, None]) if side == "left" else (s[:, None, :] <= q[:, :, None])
+    return np.sum(below, axis=2, dtype=np.int64)
+
+
+def assert_indices(actual, expected, backend):
+    assert array_namespace(actual) is backend.xp
+    assert array_device(actual) == backend.device
+    assert backend.xp.isdtype(actual.dtype, "integral"), actual.dtype
+    assert tuple(actual.shape) == expected.shape
+    np.testing.assert_array_equal(to_numpy(actual), expected)
+
+
+@st.composite
+def rows_and_queries(draw):
+    """Sorted rows from a small pool (ties, ±0, ±inf, +inf tails), queries on
+    the pool and between its values; empty row, entry and query counts."""
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    rows, n, m = draw(st.integers(0, 5)), draw(st.integers(0, 20)), draw(st.integers(0, 8))
+    pool = st.sampled_from(POOL)
+    s = np.sort(draw(hnp.arrays(dtype, (rows, n), elements=pool)), axis=1)
+    tail = draw(st.integers(0, n))  # +inf padding, as the losses sort non-negatives last
+    s[:, n - tail:] = math.inf
+    between = st.floats(-2.5, 2.5, width=32, allow_subnormal=False)
+    q = draw(hnp.arrays(dtype, (rows, m), elements=st.one_of(pool, between)))
+    return s, q
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("portable", [False, True])
+@given(data=rows_and_queries())
+def test_row_search_counts_the_entries_below_each_query(backend, side, portable, data):
+    if portable and not backend.name.startswith(("numpy", "torch")):
+        pytest.skip("the merge is this backend's only path")
+    s, q = data
+    got = row_searchsorted(backend.xp, backend.asarray(s), backend.asarray(q), side=side,
+                           portable=portable)
+    expected = o_count(s, q, side)
+    assert_indices(got, expected, backend)
+    for r in range(s.shape[0]):  # the contract: numpy.searchsorted row by row
+        np.testing.assert_array_equal(expected[r], np.searchsorted(s[r], q[r], side=side))
+
+
+def _namespaces():
+    """(namespace, portable, asarray) for every path, without JAX (a compile
+    per shape; the Hypothesis test covers its merge)."""
+    import array_api_compat.numpy as xn
+
+    out = [(xn, False, np.asarray), (xn, True, np.asarray)]
+    try:
+        import array_api_compat.torch as xt
+        import torch
+    except ImportError:
+        return out
+    return [*out, (xt, False, torch.asarray), (xt, True, torch.asarray)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 33])
+def test_row_search_reaches_every_answer_at_power_of_two_sizes(n):
+    """Every answer 0..n, at the sizes where the number of halving steps of
+    NumPy's search changes."""
+    s = np.arange(n, dtype=np.float64)[None, :] * 2.0
+    q = (np.arange(2 * n + 3, dtype=np.float64) - 1.0)[None, :]
+    for xp, portable, asarray in _namespaces():
+        for side in SIDES:
+            got = row_searchsorted(xp, asarray(s), asarray(q), side=side, portable=portable)
+            np.testing.assert_array_equal(to_numpy(got), o_count(s, q, side))
+
+
+def test_every_path_agrees_on_wide_rows_with_ties():
+    """Many row blocks of NumPy's search, both dtypes, ties, ±inf queries and
+    +inf tails: every path returns the same int64 counts."""
+    rng = np.random.default_rng(7)
+    for dtype in (np.float64, np.float32):
+        s = np.sort(rng.integers(0, 50, size=(70, 300)), axis=1).astype(dtype)
+        s[:, 250:] = math.inf
+        q = rng.integers(-2, 52, size=(70, 1100)).astype(dtype)
+        q[:, :3] = [-math.inf, math.inf, 10.0]
+        for side in SIDES:
+            expected = o_count(s, q, side)
+            for xp, portable, asarray in _namespaces():
+                got = row_searchsorted(xp, asarray(s), asarray(q), side=side,
+                                       portable=portable)
+                assert str(got.dtype).endswith("int64"), (xp.__name__, got.dtype)
+                np.testing.assert_array_equal(to_numpy(got), expected)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_row_search_treats_the_two_zeros_as_equal(backend, portable):
+    s = np.array([[-0.0, 0.0, 0.0], [-0.0, -0.0, 1.0]])
+    q = np.array([[0.0, -0.0], [0.0, -0.0]])
+    for side, expected in [("left", [[0, 0], [0, 0]]), ("right", [[3, 3], [2, 2]])]:
+        got = row_searchsorted(backend.xp, backend.asarray(s), backend.asarray(q), side=side,
+                               portable=portable)
+        assert_indices(got, np.array(expected, dtype=np.int64), backend)
+
+
+def test_row_search_runs_under_jax_jit():
+    """The merge needs no data-dependent shape: one compile per side."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(3)
+    s = np.sort(rng.integers(0, 6, size=(4, 9)), axis=1).astype(np.float64)
+    s[:, 7:] = math.inf
+    q = rng.integers(-1, 8, size=(4, 5)).astype(np.float64)
+    for side in SIDES:
+        fn = jax.jit(lambda a, b, side=side: row_searchsorted(jnp, a, b, side=side))
+        got = fn(jnp.asarray(s), jnp.asarray(q))
+        np.testing.assert_array_equal(np.asarray(got), o_count(s, q, side))
+
+
+def _torch_ops(fn):
+    pytest.importorskip("torch")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        fn()
+    return ops
+
+
+def test_the_portable_search_runs_the_same_ops_at_every_size():
+    """The CuPy path (forced on torch) has no loop over rows, row chunks or
+    halving steps: its op list does not depend on R, n, m or the data."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xt
+
+    def ops(rows, n, m, seed):
+        g = torch.Generator().manual_seed(seed)
+        s = torch.sort(torch.randint(0, 9, (rows, n), generator=g).double(), dim=1).values
+        q = torch.randint(-1, 10, (rows, m), generator=g).double()
+        return {
+            side: _torch_ops(lambda side=side: row_searchsorted(xt, s, q, side=side,
+                                                                portable=True))
+            for side in SIDES
+        }
+
+    small = ops(2, 3, 4, 0)
+    assert ops(40, 300, 200, 1) == small
+    assert ops(3, 1000, 2, 2) == small
+
+
+
+def test_row_search_rejects_an_unknown_side(numpy_backend):
+    with pytest.raises(ValueError, match=r"^side: expected one of"):
+        row_searchsorted(numpy_backend.xp, np.zeros((1, 2)), np.zeros((1, 1)), side="middle")
