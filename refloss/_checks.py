@@ -12,7 +12,13 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj, is_lazy_array
+from array_api_compat import (
+    array_namespace,
+    is_array_api_obj,
+    is_array_api_strict_namespace,
+    is_lazy_array,
+    is_numpy_namespace,
+)
 from array_api_compat import device as _device
 
 __all__ = [
@@ -292,8 +298,6 @@ def check_flag(name: str, value: Any) -> bool:
 def reads_are_cheap(xp: Any) -> bool:
     """NumPy and array-api-strict compute on the host: reading a value costs
     nothing there, so their fast paths may still branch on data."""
-    from array_api_compat import is_array_api_strict_namespace, is_numpy_namespace
-
     return is_numpy_namespace(xp) or is_array_api_strict_namespace(xp)
 
 
