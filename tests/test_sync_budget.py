@@ -209,7 +209,7 @@ SOFT_SMALL, SOFT_LARGE = 64, 512
 
 # Configurations whose op count still grows with B (per-anchor and row-block
 # loops): h-mem removes them; emptied by the coordinator after merging.
-GROWS_WITH_B = ["batch_all_soft"]
+GROWS_WITH_B = ["batch_all_soft", "semihard"]
 
 # The fewest B = 4096 runs that cover every loss and every kind of data.
 GROWTH_CASES = [
