@@ -201,7 +201,9 @@ class Fetch:
     one integer (mixed radix over their static bounds), so the read is one
     ``int()``. A failed check raises the same error as its standalone
     checker (found by re-running the checkers: the failure path may read
-    more). With ``check=False`` the value checks are skipped (documented in
+    more). On the host libraries (NumPy, array-api-strict), where a read
+    costs nothing, checks run at once, before any work. With
+    ``check=False`` the value checks are skipped (documented in
     docs/errors.md) and only sizes are read. Under ``jax.jit`` (traced
     values) nothing is read: checks are skipped, sizes are None.
     """
@@ -220,6 +222,9 @@ class Fetch:
         """Queue "``a`` holds finite values" (the message of :func:`check_finite`)."""
         if not self.check or is_traced(a):
             return
+        if reads_are_cheap(self.xp):  # on the host: check now, before any work
+            check_finite(self.xp, name, a)
+            return
         ok = self.xp.all(self.xp.isfinite(a))
         if not is_traced(ok):
             self._checks.append((ok, lambda: check_finite(self.xp, name, a)))
@@ -229,6 +234,9 @@ class Fetch:
         if not self.check or labels.shape[0] == 0 or is_traced(labels):
             return
         xp = self.xp
+        if reads_are_cheap(xp):
+            check_label_range(xp, name, labels, num_classes)
+            return
         ok = (xp.min(labels) >= 0) & (xp.max(labels) < num_classes)
         if not is_traced(ok):
             self._checks.append(
