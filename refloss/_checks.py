@@ -12,10 +12,17 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj, is_lazy_array
+from array_api_compat import (
+    array_namespace,
+    is_array_api_obj,
+    is_array_api_strict_namespace,
+    is_lazy_array,
+    is_numpy_namespace,
+)
 from array_api_compat import device as _device
 
 __all__ = [
+    "Fetch",
     "as_index",
     "check_alpha",
     "check_choice",
@@ -180,6 +187,126 @@ def check_finite(xp: Any, name: str, a: Any) -> None:
         return
     if not bool(ok):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
+
+
+class Fetch:
+    """The one device→host read of a call: its value checks and the sizes
+    that decide its work, read back together.
+
+    A GPU stalls the host at every read of a device value, so a public
+    function gathers what it must read — one 0-d flag per value check
+    (:meth:`finite`, :meth:`label_range`) and the integer sizes its work
+    depends on (:meth:`want`) — and reads them all at once: at the first
+    :meth:`value` of a size, or at :meth:`done`. The values travel packed in
+    one integer (mixed radix over their static bounds), so the read is one
+    ``int()``. A failed check raises the same error as its standalone
+    checker (found by re-running the checkers: the failure path may read
+    more). On the host libraries (NumPy, array-api-strict), where a read
+    costs nothing, checks run at once, before any work. With
+    ``check=False`` the value checks are skipped (documented in
+    docs/errors.md) and only sizes are read. Under ``jax.jit`` (traced
+    values) nothing is read: checks are skipped, sizes are None.
+    """
+
+    __slots__ = ("_checks", "_pending", "_values", "check", "reads", "xp")
+
+    def __init__(self, xp: Any, *, check: bool = True) -> None:
+        self.xp = xp
+        self.check = check
+        self.reads = 0
+        self._checks: list = []  # (0-d ok flag, checker that raises)
+        self._pending: dict = {}  # key -> (0-d integer array, static bound)
+        self._values: dict = {}
+
+    def finite(self, name: str, a: Any) -> None:
+        """Queue "``a`` holds finite values" (the message of :func:`check_finite`)."""
+        if not self.check or is_traced(a):
+            return
+        if reads_are_cheap(self.xp):  # on the host: check now, before any work
+            check_finite(self.xp, name, a)
+            return
+        ok = self.xp.all(self.xp.isfinite(a))
+        if not is_traced(ok):
+            self._checks.append((ok, lambda: check_finite(self.xp, name, a)))
+
+    def label_range(self, name: str, labels: Any, num_classes: int) -> None:
+        """Queue "labels in [0, num_classes)" (the message of :func:`check_label_range`)."""
+        if not self.check or labels.shape[0] == 0 or is_traced(labels):
+            return
+        xp = self.xp
+        if reads_are_cheap(xp):
+            check_label_range(xp, name, labels, num_classes)
+            return
+        ok = (xp.min(labels) >= 0) & (xp.max(labels) < num_classes)
+        if not is_traced(ok):
+            self._checks.append(
+                (ok, lambda: check_label_range(xp, name, labels, num_classes))
+            )
+
+    def want(self, key: str, value: Any, bound: int) -> None:
+        """Queue a size: ``value`` a 0-d integer array in ``[0, bound]``."""
+        if is_traced(value):
+            self._values[key] = None
+        else:
+            self._pending[key] = (value, max(int(bound), 0))
+
+    def value(self, key: str, value: Any = None, bound: int = 0) -> int | None:
+        """The size ``key`` as a Python int (queued now when ``value`` is
+        given), reading everything pending; None when it is traced."""
+        if value is not None:
+            self.want(key, value, bound)
+        if key in self._pending:
+            self.done()
+        return self._values[key]
+
+    def done(self) -> None:
+        """Read what is pending (one sync) and raise for a failed check."""
+        if not (self._checks or self._pending):
+            return
+        xp = self.xp
+        items = [(ok, 1) for ok, _ in self._checks] + list(self._pending.values())
+        dev = _device(items[0][0])
+        idx = default_index_dtype(xp, dev)
+        limit = xp.iinfo(idx).max
+        radix = 1
+        for _, bound in items:
+            radix *= bound + 1
+        if radix <= limit:
+            packed = xp.zeros((), dtype=idx, device=dev)
+            place = 1
+            for v, bound in items:
+                packed = packed + xp.astype(v, idx) * place
+                place *= bound + 1
+            token = int(packed)
+            self.reads += 1
+            values = []
+            for _, bound in items:
+                token, v = divmod(token, bound + 1)
+                values.append(v)
+        else:  # too many or too large to pack: one read each (huge batches only)
+            values = [int(xp.astype(v, idx)) for v, _ in items]
+            self.reads += len(values)
+        flags, sizes = values[: len(self._checks)], values[len(self._checks) :]
+        checks, self._checks = self._checks, []
+        for (_, raise_if_bad), ok in zip(checks, flags, strict=True):
+            if not ok:
+                raise_if_bad()
+        for key, v in zip(self._pending, sizes, strict=True):
+            self._values[key] = v
+        self._pending = {}
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """The ``check`` option: a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool (True or False), got {type(value).__name__}")
+    return value
+
+
+def reads_are_cheap(xp: Any) -> bool:
+    """NumPy and array-api-strict compute on the host: reading a value costs
+    nothing there, so their fast paths may still branch on data."""
+    return is_numpy_namespace(xp) or is_array_api_strict_namespace(xp)
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -100,20 +100,25 @@ def apply_update(xp: Any, centers: Any, sums: Any, counts: Any, rule: str, alpha
 # validation
 
 
-def _check_batch(x, labels, centers=None, *, with_centers=True):
-    """``(xp, labels)``, the labels in the default index dtype."""
+def _check_batch(x, labels, centers=None, *, with_centers=True, fetch=None):
+    """``(xp, labels)``, the labels in the default index dtype; with a
+    ``fetch`` the finiteness checks are queued in it (read once by the caller)."""
     optional = () if with_centers else ("centers",)
     xp = _checks.namespace(optional=optional, x=x, labels=labels, centers=centers)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
     labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if centers is not None:
-        _check_centers(xp, centers, x)
-    _checks.check_finite(xp, "x", x)
+        _check_centers(xp, centers, x, fetch)
+    if fetch is None:
+        _checks.check_finite(xp, "x", x)
+    else:
+        fetch.xp = xp
+        fetch.finite("x", x)
     return xp, labels
 
 
-def _check_centers(xp, centers, x):
+def _check_centers(xp, centers, x, fetch=None):
     _checks.check_float(xp, "centers", centers)
     _checks.check_rank("centers", centers, 2, "a 2-D array (num_classes, dim)")
     if centers.shape[1] != x.shape[1]:
@@ -127,18 +132,25 @@ def _check_centers(xp, centers, x):
         )
     if centers.shape[0] < 1:
         raise ValueError("centers: expected at least one class (row), got 0")
-    _checks.check_finite(xp, "centers", centers)
+    if fetch is None:
+        _checks.check_finite(xp, "centers", centers)
+    else:
+        fetch.xp = xp
+        fetch.finite("centers", centers)
 
 
 # --------------------------------------------------------------------------
 # center loss
 
 
-def _center_loss_fwd(x, labels, centers, *, reduction="sum"):
-    xp, labels = _check_batch(x, labels, centers)
+def _center_loss_fwd(x, labels, centers, *, reduction="sum", check=True):
+    # one read for every value check: centers, x, then the label range
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, centers, fetch=fetch)
     _checks.check_choice("reduction", reduction, CENTER_REDUCTIONS)
     num_classes = centers.shape[0]
-    _checks.check_label_range(xp, "labels", labels, num_classes)
+    fetch.label_range("labels", labels, num_classes)
+    fetch.done()
     dtype = x.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     diff = xp.astype(x, cdt) - xp.take(xp.astype(centers, cdt), labels, axis=0)
@@ -156,7 +168,9 @@ def _center_loss_bwd(residuals, g):
 
 
 @defvjp(_center_loss_fwd, _center_loss_bwd)
-def center_loss(x: Any, labels: Any, centers: Any, *, reduction: str = "sum") -> Any:
+def center_loss(
+    x: Any, labels: Any, centers: Any, *, reduction: str = "sum", check: bool = True
+) -> Any:
     r"""Center loss :math:`l_i = \tfrac12\lVert x_i - c_{y_i}\rVert^2`, reduced.
 
     Reductions: ``"sum"`` (default) is the paper's
@@ -176,6 +190,8 @@ def center_loss(x: Any, labels: Any, centers: Any, *, reduction: str = "sum") ->
         labels: ``[B]`` integer class labels in ``[0, C)``.
         centers: ``[C, D]`` class centers, same dtype as ``x``.
         reduction: ``"sum"``, ``"mean"`` or ``"none"``.
+        check: check that ``x`` and ``centers`` are finite and the labels in
+            range (default True; docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array (or ``[B]`` for ``"none"``) in the namespace, device and
@@ -186,7 +202,7 @@ def center_loss(x: Any, labels: Any, centers: Any, *, reduction: str = "sum") ->
         Deep Face Recognition. ECCV 2016, Eq. 2. ydwen/caffe-face
         ``center_loss_layer.cpp``.
     """
-    return _center_loss_fwd(x, labels, centers, reduction=reduction)[0]
+    return _center_loss_fwd(x, labels, centers, reduction=reduction, check=check)[0]
 
 
 # --------------------------------------------------------------------------

@@ -158,6 +158,7 @@ def _contrastive_fwd(
     normalize=False,
     reduction="mean",
     scale=1.0,
+    check=True,
 ):
     xp = _checks.namespace(a=a, b=b, same=same)
     _check_embeddings(xp, "a", a)
@@ -171,8 +172,10 @@ def _contrastive_fwd(
     margin, pos_margin, power, scale = _check_options(
         margin, pos_margin, power, metric, normalize, reduction, scale
     )
-    _checks.check_finite(xp, "a", a)
-    _checks.check_finite(xp, "b", b)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("a", a)
+    fetch.finite("b", b)
+    fetch.done()  # one read for both
 
     dtype = a.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -213,6 +216,7 @@ def contrastive_loss(
     normalize: bool = False,
     reduction: str = "mean",
     scale: float = 1.0,
+    check: bool = True,
 ) -> Any:
     r"""Contrastive loss of explicit pairs :math:`(a_i, b_i)`.
 
@@ -265,6 +269,8 @@ def contrastive_loss(
         scale: :math:`c > 0` (finite), the factor on every term (default 1;
             0.5 for Hadsell's ½ form). ``"mean_nonzero"`` counts the same
             terms whatever the scale.
+        check: check that ``a`` and ``b`` are finite (default True;
+            docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -294,6 +300,7 @@ def contrastive_loss(
         normalize=normalize,
         reduction=reduction,
         scale=scale,
+        check=check,
     )[0]
 
 
@@ -368,6 +375,7 @@ def _all_pairs_fwd(
     normalize=False,
     reduction="mean",
     scale=1.0,
+    check=True,
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
@@ -375,7 +383,8 @@ def _all_pairs_fwd(
     margin, pos_margin, power, scale = _check_options(
         margin, pos_margin, power, metric, normalize, reduction, scale
     )
-    _checks.check_finite(xp, "x", x)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("x", x)
 
     dtype = x.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -391,7 +400,8 @@ def _all_pairs_fwd(
         # for JAX arrays, does not handle an empty batch)
         dmat, dres = xp.zeros((0, 0), dtype=cdt, device=dev), xc
     else:
-        dmat, dres = pairwise_forward(xp, xc, None, metric)
+        dmat, dres = pairwise_forward(xp, xc, None, metric, fetch)
+    fetch.done()
     r = xp.arange(n_rows, device=dev)
     upper = r[:, None] < r[None, :]
     same = labels[:, None] == labels[None, :]
@@ -450,6 +460,7 @@ def contrastive_loss_all_pairs(
     normalize: bool = False,
     reduction: str = "mean",
     scale: float = 1.0,
+    check: bool = True,
 ) -> Any:
     r"""Contrastive loss over every unordered pair i < j of a labeled batch.
 
@@ -488,7 +499,7 @@ def contrastive_loss_all_pairs(
     Args:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels.
-        margin, pos_margin, power, metric, normalize, scale: as
+        margin, pos_margin, power, metric, normalize, scale, check: as
             :func:`contrastive_loss`.
         reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
             ``"none"``.
@@ -518,4 +529,5 @@ def contrastive_loss_all_pairs(
         normalize=normalize,
         reduction=reduction,
         scale=scale,
+        check=check,
     )[0]

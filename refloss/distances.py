@@ -72,7 +72,9 @@ _CHUNK_ELEMENTS = 1 << 22
 # validation
 
 
-def _validate_pair_inputs(a, b, metric, a_name, b_name, same_rows):
+def _validate_pair_inputs(a, b, metric, a_name, b_name, same_rows, check=True):
+    """``(xp, fetch)``: the namespace, and the call's :class:`~refloss._checks.Fetch`
+    with the finiteness checks queued (read with the call's sizes)."""
     xp = _checks.namespace(optional=("y",), **{a_name: a, b_name: b})
     for name, arr in ((a_name, a), (b_name, b)):
         if arr is None:
@@ -92,10 +94,11 @@ def _validate_pair_inputs(a, b, metric, a_name, b_name, same_rows):
                 f"{b_name}: expected the dtype of {a_name} ({a.dtype}), got {b.dtype}"
             )
     _checks.check_choice("metric", metric, METRICS)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     for name, arr in ((a_name, a), (b_name, b)):
         if arr is not None:
-            _checks.check_finite(xp, name, arr)
-    return xp
+            fetch.finite(name, arr)
+    return xp, fetch
 
 
 # --------------------------------------------------------------------------
@@ -111,8 +114,14 @@ class _Exact(NamedTuple):
     row_starts: Any  # (B + 1,) cumulative count of flags per row
 
 
-def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
-    """``(D, residuals)`` with D[i, j] = d(x_i, y_j); ``y is None`` means x."""
+def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
+    """``(D, residuals)`` with D[i, j] = d(x_i, y_j); ``y is None`` means x.
+
+    ``fetch`` is the call's :class:`~refloss._checks.Fetch`: the sizes read
+    here (exactly recomputed entries, repeated rows) join its one read.
+    """
+    if fetch is None:
+        fetch = _checks.Fetch(xp, check=False)
     self_pairs = y is None
     if metric == "cosine":
         xhat, xres = normalize_forward(xp, x)
@@ -125,8 +134,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
             eye = _eye(xp, x.shape[0], x)
             d = xp.where(eye & xres[2][:, None], 0.0, d)
             flag = flag & ~eye
-        d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap)
-        d = _canonical(xp, d, xhat, None if self_pairs else yhat)
+        cx = _copy_search(xp, xhat, xhat, fetch, "copies x")
+        cy = cx if self_pairs else _copy_search(xp, yhat, yhat, fetch, "copies y")
+        d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap, fetch)
+        d = _canonical(xp, d, cx, cy, fetch)
         # the gradient -G·ŷ has no cancellation: no exact part needed
         return d, (metric, self_pairs, d, xhat, yhat, xres, yres, None, None)
 
@@ -172,8 +183,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str):
         flag = flag | (d == float("inf"))
         exact_value = _pair_distance
     del d2
-    d, exact = _refine(xp, d, flag, x, self_y, exact_value)
-    d = _canonical(xp, d, xs, None if self_pairs else ys, x, None if self_pairs else y)
+    cx = _copy_search(xp, xs, x, fetch, "copies x")
+    cy = cx if self_pairs else _copy_search(xp, ys, y, fetch, "copies y")
+    d, exact = _refine(xp, d, flag, x, self_y, exact_value, fetch)
+    d = _canonical(xp, d, cx, cy, fetch)
     return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
 
 
@@ -275,22 +288,19 @@ def _pair_grad(xp, a, b, w, metric):
 # bit-identical rows tie exactly
 
 
-def _canonical(xp, d, xkey, ykey=None, xrows=None, yrows=None):
+def _canonical(xp, d, cx, cy, fetch):
     """``d`` with the rows and columns of every copy of a row taken from its
     lowest-index copy, so that bit-identical rows have bit-identical
     distances to every row (a GEMM may round the same dot product
     differently at two positions: tiles, vector widths).
 
-    ``xkey``/``ykey`` are the rows scaled into [-1, 1] (for the hash),
-    ``xrows``/``yrows`` the rows compared for equality (default: the keys).
-    ``ykey=None`` means y = x. The values are unchanged but for rounding;
+    ``cx``/``cy`` are the copy searches of the rows of x and y
+    (:func:`_copy_search`; ``cy is cx`` for y = x), finished here with the
+    fetch's read. The values are unchanged but for rounding;
     torch autograd through this forward still reaches the entry's own rows.
     """
-    fx = _first_copies(xp, xkey, xkey if xrows is None else xrows)
-    if ykey is None:
-        fy = fx
-    else:
-        fy = _first_copies(xp, ykey, ykey if yrows is None else yrows)
+    fx = _copy_finish(xp, cx, fetch)
+    fy = fx if cy is cx else _copy_finish(xp, cy, fetch)
     if fx is None and fy is None:
         return d
     c = d if fx is None else xp.take(d, fx, axis=0)
@@ -305,6 +315,17 @@ def _canonical(xp, d, xkey, ykey=None, xrows=None, yrows=None):
 def _first_copies(xp, key, rows):
     """``first[i]`` = the lowest i' with ``rows[i'] == rows[i]`` (all entries
     equal), or None when no row has an earlier copy.
+
+    A standalone search (its own read): :func:`_copy_search` then
+    :func:`_copy_finish`.
+    """
+    fetch = _checks.Fetch(xp, check=False)
+    return _copy_finish(xp, _copy_search(xp, key, rows, fetch, "copies"), fetch)
+
+
+def _copy_search(xp, key, rows, fetch, tag):
+    """The device half of the copy search; its outcome (no copy, copies, a
+    hash clash) is queued in ``fetch`` under ``tag``.
 
     Exact, O(n·dim + n log n): rows are sorted by a hash (a fixed-order sum
     of ``key`` times fixed weights, so copies hash alike bit for bit), and
@@ -321,21 +342,31 @@ def _first_copies(xp, key, rows):
     k = xp.arange(dim, dtype=key.dtype, device=dev)
     weights = 1.0 + (k * 0.6180339887498949) % 1.0
     h = tree_sum(xp, key * weights)  # |key| <= 1: no overflow
-    traced = _checks.is_traced(rows)
-    if traced:
+    if _checks.is_traced(rows):
         order = _lex_order(xp, rows)
         same, _ = _adjacent(xp, order, None, rows)
-    else:
-        order = xp.argsort(h, stable=True)
-        same, clash = _adjacent(xp, order, h, rows)
-        # one host synchronisation: 2 = a hash clash, 1 = some row has a copy
-        code = int(2 * xp.astype(xp.any(clash), xp.int32) + xp.astype(xp.any(same), xp.int32))
-        if code >= 2:
+        return order, same, rows, None
+    order = xp.argsort(h, stable=True)
+    same, clash = _adjacent(xp, order, h, rows)
+    # read with the call's other sizes: 2 = a hash clash, 1 = some row has a copy
+    code = 2 * xp.astype(xp.any(clash), xp.int32) + xp.astype(xp.any(same), xp.int32)
+    fetch.want(tag, code, 3)
+    return order, same, rows, tag
+
+
+def _copy_finish(xp, search, fetch):
+    """``first`` of :func:`_first_copies` from a started search."""
+    if search is None:
+        return None
+    order, same, rows, tag = search
+    if tag is not None:
+        code = fetch.value(tag)
+        if code is None or code >= 2:  # a clash (or traced): copies may not be adjacent
             order = _lex_order(xp, rows)
             same, _ = _adjacent(xp, order, None, rows)
         elif code == 0:
             return None
-    idx = _checks.default_index_dtype(xp, dev)
+    idx = _checks.default_index_dtype(xp, _device_of(rows))
     run = xp.cumulative_sum(xp.astype(~same, idx)) - 1
     start = xp.searchsorted(run, run)  # first sorted position of each run
     first_sorted = xp.take(order, start)
@@ -368,20 +399,24 @@ def _lex_order(xp, rows):
 # exact recomputation of flagged entries
 
 
-def _refine(xp, approx, flag, x, y, value):
+def _refine(xp, approx, flag, x, y, value, fetch):
     """``approx`` with flagged entries replaced by ``value(xp, x_i, y_j)``.
 
     Returns ``(values, exact)`` (``exact`` is None when nothing is flagged).
     No scatter: the exact values are placed with a row-major rank (a
-    cumulative sum of the flags), ``take`` and ``where``.
+    cumulative sum of the flags), ``take`` and ``where``. The number of
+    flagged entries is the one size read back (in ``fetch``'s one read);
+    their positions come from it without another (:func:`_flag_positions`).
     """
-    if not _checks.any_true(xp, flag):
-        return approx, None
     if not _checks.has_dynamic_shapes(xp) or _checks.is_traced(flag):
         # JAX (jit or not) and strict without dynamic shapes
+        if not _checks.any_true(xp, flag):
+            return approx, None
         return _refine_dense(xp, approx, flag, x, y, value)
-    rows, cols = xp.nonzero(flag)
-    n = rows.shape[0]
+    n = fetch.value("refine", xp.count_nonzero(flag), math.prod(flag.shape))
+    if n == 0:
+        return approx, None
+    rows, cols = _flag_positions(xp, flag, n)
     exact = []
     for s, e in _chunks(n, _CHUNK_ELEMENTS // max(x.shape[1], 1)):
         xa = xp.take(x, rows[s:e], axis=0)
@@ -394,15 +429,27 @@ def _refine(xp, approx, flag, x, y, value):
     out = []
     for r0, r1 in _chunks(approx.shape[0], _CHUNK_ELEMENTS // max(approx.shape[1], 1)):
         fb = flag[r0:r1, :]
-        first = int(starts[r0])
-        if int(starts[r1]) == first:
-            out.append(approx[r0:r1, :])
-            continue
+        first = starts[r0]  # stays on the device: no read per chunk
         rank = xp.cumulative_sum(xp.reshape(xp.astype(fb, idx), (-1,))) - 1 + first
         placed = xp.reshape(xp.take(exact, _ops.clip(xp, rank, 0, n - 1)), fb.shape)
         out.append(xp.where(fb, placed, approx[r0:r1, :]))
     values = xp.concat(out, axis=0) if len(out) > 1 else out[0]
     return values, _Exact(flag, rows, cols, starts)
+
+
+def _flag_positions(xp, flag, n):
+    """``(rows, cols)`` of the ``n`` True entries of ``flag`` in row-major
+    order: ``nonzero`` on the host libraries; elsewhere (where ``nonzero``
+    waits for the device to learn its output size) the k-th entry is found
+    by a search of k + 1 in the running count of the flags, n known."""
+    if _checks.reads_are_cheap(xp):
+        return xp.nonzero(flag)
+    width = flag.shape[1]
+    idx = _checks.default_index_dtype(xp, _device_of(flag))
+    running = xp.cumulative_sum(xp.reshape(xp.astype(flag, idx), (-1,)))
+    k = xp.arange(1, n + 1, dtype=idx, device=_device_of(flag))
+    at = xp.searchsorted(running, k, side="left")
+    return at // width, at % width
 
 
 def _refine_dense(xp, approx, flag, x, y, value):
@@ -573,13 +620,14 @@ def _div_or_zero(xp, g, d):
 # public functions
 
 
-def _pairwise_fwd(x, y=None, *, metric="euclidean"):
-    xp = _validate_pair_inputs(x, y, metric, "x", "y", same_rows=False)
+def _pairwise_fwd(x, y=None, *, metric="euclidean", check=True):
+    xp, fetch = _validate_pair_inputs(x, y, metric, "x", "y", same_rows=False, check=check)
     dtype = x.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     xc = xp.astype(x, cdt)
     yc = None if y is None else xp.astype(y, cdt)
-    d, res = pairwise_forward(xp, xc, yc, metric)
+    d, res = pairwise_forward(xp, xc, yc, metric, fetch)
+    fetch.done()
     return xp.astype(d, dtype), (xp, dtype, res)
 
 
@@ -590,7 +638,9 @@ def _pairwise_bwd(residuals, g):
 
 
 @defvjp(_pairwise_fwd, _pairwise_bwd)
-def pairwise_distances(x: Any, y: Any = None, *, metric: str = "euclidean") -> Any:
+def pairwise_distances(
+    x: Any, y: Any = None, *, metric: str = "euclidean", check: bool = True
+) -> Any:
     r"""Distance matrix :math:`D_{ij} = d(x_i, y_j)` (``y=None`` means ``y = x``).
 
     Metrics: ``"euclidean"`` :math:`\lVert x_i - y_j\rVert`, ``"sqeuclidean"``
@@ -615,6 +665,8 @@ def pairwise_distances(x: Any, y: Any = None, *, metric: str = "euclidean") -> A
         x: ``[B, D]`` floating array.
         y: ``[B', D]`` floating array of the same dtype, or ``None``.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        check: check that the inputs are finite (default True; see
+            docs/errors.md, "Checks and syncs").
 
     Returns:
         ``[B, B']`` array in the namespace, device and dtype of ``x``
@@ -624,11 +676,12 @@ def pairwise_distances(x: Any, y: Any = None, *, metric: str = "euclidean") -> A
         TensorFlow Addons ``pairwise_distance`` and ``torch.cdist`` use the same
         GEMM expansion without the exact recomputation (docs/distances.md).
     """
-    return _pairwise_fwd(x, y, metric=metric)[0]
+    return _pairwise_fwd(x, y, metric=metric, check=check)[0]
 
 
-def _paired_fwd(a, b, *, metric="euclidean"):
-    xp = _validate_pair_inputs(a, b, metric, "a", "b", same_rows=True)
+def _paired_fwd(a, b, *, metric="euclidean", check=True):
+    xp, fetch = _validate_pair_inputs(a, b, metric, "a", "b", same_rows=True, check=check)
+    fetch.done()
     dtype = a.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     d, res = paired_forward(xp, xp.astype(a, cdt), xp.astype(b, cdt), metric)
@@ -642,7 +695,7 @@ def _paired_bwd(residuals, g):
 
 
 @defvjp(_paired_fwd, _paired_bwd)
-def paired_distances(a: Any, b: Any, *, metric: str = "euclidean") -> Any:
+def paired_distances(a: Any, b: Any, *, metric: str = "euclidean", check: bool = True) -> Any:
     r"""Row-wise distances :math:`d_i = d(a_i, b_i)`.
 
     Computed directly from :math:`a_i - b_i`, scaled by its largest entry as
@@ -662,6 +715,8 @@ def paired_distances(a: Any, b: Any, *, metric: str = "euclidean") -> Any:
         a: ``[B, D]`` floating array.
         b: ``[B, D]`` floating array of the same dtype.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
+        check: check that the inputs are finite (default True; see
+            docs/errors.md, "Checks and syncs").
 
     Returns:
         ``[B]`` array in the namespace, device and dtype of ``a``.
@@ -670,4 +725,4 @@ def paired_distances(a: Any, b: Any, *, metric: str = "euclidean") -> Any:
         Unlike ``torch.nn.functional.pairwise_distance``, no epsilon is added
         to the difference: d(x, x) = 0 exactly.
     """
-    return _paired_fwd(a, b, metric=metric)[0]
+    return _paired_fwd(a, b, metric=metric, check=check)[0]

@@ -49,10 +49,10 @@ def _select(xp, d, labels):
 
 def _hardest_negative_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean",
+    reduction="mean", check=True,
 ):
-    xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction
+    xp, dtype, margin, d, eres, labels, _ = _labeled_forward(
+        x, labels, margin, metric, soft, normalize, reduction, check
     )
     if d.shape[0] == 0:
         return _empty(xp, x, d, reduction, (0, 0))
@@ -92,6 +92,7 @@ def hardest_negative_triplet_loss(
     soft: bool = False,
     normalize: bool = False,
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""Triplet loss over every positive pair with the anchor's hardest negative.
 
@@ -136,6 +137,8 @@ def hardest_negative_triplet_loss(
             the rounding tolerance τ of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where
             (a, p) is not a counted pair**.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -157,12 +160,13 @@ def hardest_negative_triplet_loss(
     """
     return _hardest_negative_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction,
+        reduction=reduction, check=check,
     )[0]
 
 
 def mine_hardest_negative(
-    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False
+    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False,
+    check: bool = True,
 ) -> tuple[Any, Any, Any]:
     r"""The triplets of :func:`hardest_negative_triplet_loss`: ``(a, p, n*_a)`` per positive pair.
 
@@ -179,6 +183,8 @@ def mine_hardest_negative(
         labels: ``[B]`` integer labels.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
         normalize: L2-normalise the embeddings first.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         Three ``[T]`` integer arrays (anchor, positive, negative) in row-major
@@ -195,7 +201,7 @@ def mine_hardest_negative(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize, check)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     valid, neg, _ = _select(xp, d, labels)

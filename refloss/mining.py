@@ -169,25 +169,30 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def check_labeled_batch(x: Any, labels: Any, metric: Any, normalize: Any) -> Any:
-    """Validate ``(x, labels, metric, normalize)``; returns the namespace and
-    the labels in the default index dtype."""
+def check_labeled_batch(
+    x: Any, labels: Any, metric: Any, normalize: Any, check: Any = True
+) -> Any:
+    """Validate ``(x, labels, metric, normalize, check)``; returns the
+    namespace, the labels in the default index dtype and the call's
+    :class:`~refloss._checks.Fetch` (x's finiteness queued in it)."""
     xp = _checks.namespace(x=x, labels=labels)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
     labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     _checks.check_choice("metric", metric, METRICS)
     check_bool("normalize", normalize)
-    _checks.check_finite(xp, "x", x)
-    return xp, labels
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("x", x)
+    return xp, labels, fetch
 
 
-def embed_forward(xp: Any, x: Any, metric: str, normalize: bool):
-    """``(D, residuals)``: optional L2 normalisation, then the B×B distances."""
+def embed_forward(xp: Any, x: Any, metric: str, normalize: bool, fetch: Any = None):
+    """``(D, residuals)``: optional L2 normalisation, then the B×B distances
+    (whose sizes are read in ``fetch``'s one read)."""
     nres = None
     if normalize:
         x, nres = normalize_forward(xp, x)
-    d, dres = pairwise_forward(xp, x, None, metric)
+    d, dres = pairwise_forward(xp, x, None, metric, fetch)
     return d, (nres, dres)
 
 
@@ -322,7 +327,9 @@ class PositiveTable:
 
     __slots__ = ("d", "members", "rank", "valid", "width")
 
-    def __init__(self, xp: Any, d: Any, labels: Any, *, upper: bool = False) -> None:
+    def __init__(
+        self, xp: Any, d: Any, labels: Any, *, upper: bool = False, width: int | None = None
+    ) -> None:
         b = labels.shape[0]
         dev = _device(d)
         idx = _checks.default_index_dtype(xp, dev)
@@ -330,7 +337,8 @@ class PositiveTable:
         sorted_labels = xp.take(labels, order)
         start = xp.astype(xp.searchsorted(sorted_labels, labels, side="left"), idx)
         count = xp.astype(xp.searchsorted(sorted_labels, labels, side="right"), idx) - start
-        self.width = int(xp.max(count))
+        # W read in the call's one fetch (class_width), else here
+        self.width = int(xp.max(count)) if width is None else width
         j = xp.arange(self.width, dtype=idx, device=dev)
         slot = _ops.clip(xp, start[:, None] + j[None, :], 0, b - 1)
         self.members = xp.reshape(xp.take(order, xp.reshape(slot, (-1,))), (b, self.width))
@@ -347,6 +355,16 @@ class PositiveTable:
         return xp.where(pos, xp.take(table, self.rank, axis=1), 0.0)
 
 
+def class_width(xp: Any, labels: Any) -> Any:
+    """The largest class size W as a 0-d array (0 for no labels): the width of
+    :class:`PositiveTable`, queued in a call's one fetch before its work."""
+    if labels.shape[0] == 0:
+        return xp.zeros((), dtype=labels.dtype, device=_device(labels))
+    s = xp.sort(labels)
+    count = xp.searchsorted(s, s, side="right") - xp.searchsorted(s, s, side="left")
+    return xp.max(count)
+
+
 def compact_ok(xp: Any, labels: Any) -> bool:
     """Whether :class:`PositiveTable` applies: it reads W from the labels, so
     their values must be concrete (inside ``jax.jit`` even a closed-over
@@ -358,10 +376,11 @@ def compact_ok(xp: Any, labels: Any) -> bool:
 # public miners
 
 
-def _prepare(x, labels, metric, normalize):
-    xp, labels = check_labeled_batch(x, labels, metric, normalize)
+def _prepare(x, labels, metric, normalize, check=True):
+    xp, labels, fetch = check_labeled_batch(x, labels, metric, normalize, check)
     xc = xp.astype(x, _checks.compute_dtype(xp, x.dtype))
-    d, _ = embed_forward(xp, xc, metric, normalize)
+    d, _ = embed_forward(xp, xc, metric, normalize, fetch)
+    fetch.done()
     return xp, d, labels
 
 
@@ -372,7 +391,8 @@ def _empty_triplets(xp, like):
 
 
 def mine_batch_hard(
-    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False
+    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False,
+    check: bool = True,
 ) -> tuple[Any, Any, Any]:
     r"""Batch-hard triplets: one ``(a, p, n)`` per anchor that has a positive and a negative.
 
@@ -390,6 +410,8 @@ def mine_batch_hard(
         labels: ``[B]`` integer labels.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
         normalize: L2-normalise the embeddings first.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         Three ``[T]`` integer arrays (anchor, positive, negative) in the
@@ -400,7 +422,7 @@ def mine_batch_hard(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize, check)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     sel = BatchHard(xp, d, labels)
@@ -409,7 +431,8 @@ def mine_batch_hard(
 
 
 def mine_semihard(
-    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False
+    x: Any, labels: Any, *, metric: str = "euclidean", normalize: bool = False,
+    check: bool = True,
 ) -> tuple[Any, Any, Any]:
     r"""Semi-hard triplets (TensorFlow's rule): one ``(a, p, n)`` per ordered positive pair.
 
@@ -431,6 +454,8 @@ def mine_semihard(
         labels: ``[B]`` integer labels.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
         normalize: L2-normalise the embeddings first.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         Three ``[T]`` integer arrays (anchor, positive, negative), in row-major
@@ -440,7 +465,7 @@ def mine_semihard(
         Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015. TensorFlow Addons
         ``tfa.losses.triplet_semihard_loss``.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize)
+    xp, d, labels = _prepare(x, labels, metric, normalize, check)
     b = d.shape[0]
     if b == 0:
         return _empty_triplets(xp, x)

@@ -47,6 +47,7 @@ from .mining import (
     SemiHard,
     check_bool,
     check_labeled_batch,
+    class_width,
     compact_ok,
     embed_backward,
     embed_forward,
@@ -164,13 +165,23 @@ def _check_options(margin, soft, reduction):
     return margin
 
 
-def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction):
-    xp, labels = check_labeled_batch(x, labels, metric, normalize)
+def _labeled_forward(
+    x, labels, margin, metric, soft, normalize, reduction, check=True, table=False
+):
+    """Validation and distances of a labeled loss, with the call's one read
+    (checks, distance sizes and, with ``table``, the positive table's
+    width W: an int, or None where the table does not apply)."""
+    xp, labels, fetch = check_labeled_batch(x, labels, metric, normalize, check)
     margin = _check_options(margin, soft, reduction)
+    table = table and labels.shape[0] > 0 and compact_ok(xp, labels)
+    if table:
+        fetch.want("width", class_width(xp, labels), labels.shape[0])
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
-    d, eres = embed_forward(xp, xc, metric, normalize)
-    return xp, dtype, margin, d, eres, labels
+    d, eres = embed_forward(xp, xc, metric, normalize, fetch)
+    fetch.done()
+    width = fetch.value("width") if table else None
+    return xp, dtype, margin, d, eres, labels, width
 
 
 def _empty(xp, x, d, reduction, shape):
@@ -186,7 +197,7 @@ def _empty(xp, x, d, reduction, shape):
 
 def _triplet_fwd(
     anchor, positive, negative, *, margin=1.0, metric="euclidean", soft=False,
-    swap=False, normalize=False, reduction="mean",
+    swap=False, normalize=False, reduction="mean", check=True,
 ):
     xp = _checks.namespace(anchor=anchor, positive=positive, negative=negative)
     arrays = {"anchor": anchor, "positive": positive, "negative": negative}
@@ -208,8 +219,10 @@ def _triplet_fwd(
     check_bool("swap", swap)
     check_bool("normalize", normalize)
     _checks.check_choice("metric", metric, METRICS)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     for name, arr in arrays.items():
-        _checks.check_finite(xp, name, arr)
+        fetch.finite(name, arr)
+    fetch.done()  # one read for the three
 
     dtype = anchor.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -264,6 +277,7 @@ def triplet_margin_loss(
     swap: bool = False,
     normalize: bool = False,
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""Triplet loss on explicit triplets :math:`(a_i, p_i, n_i)`.
 
@@ -295,6 +309,8 @@ def triplet_margin_loss(
         reduction: ``"mean"`` (over the N triplets, default), ``"sum"``,
             ``"mean_nonzero"`` (over terms > τ, the rounding-noise
             tolerance of :mod:`refloss.reductions`) or ``"none"`` (the ``[N]`` terms).
+        check: check that the inputs are finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array (``[N]`` for ``"none"``) in the namespace, device and dtype
@@ -312,7 +328,7 @@ def triplet_margin_loss(
     """
     return _triplet_fwd(
         anchor, positive, negative, margin=margin, metric=metric, soft=soft,
-        swap=swap, normalize=normalize, reduction=reduction,
+        swap=swap, normalize=normalize, reduction=reduction, check=check,
     )[0]
 
 
@@ -322,10 +338,10 @@ def triplet_margin_loss(
 
 def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean", anchor_as_positive=False,
+    reduction="mean", anchor_as_positive=False, check=True,
 ):
-    xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction
+    xp, dtype, margin, d, eres, labels, _ = _labeled_forward(
+        x, labels, margin, metric, soft, normalize, reduction, check
     )
     check_bool("anchor_as_positive", anchor_as_positive)
     b = d.shape[0]
@@ -370,6 +386,7 @@ def batch_hard_triplet_loss(
     normalize: bool = False,
     reduction: str = "mean",
     anchor_as_positive: bool = False,
+    check: bool = True,
 ) -> Any:
     r"""Batch-hard triplet loss (Hermans et al. 2017): one term per valid anchor.
 
@@ -412,6 +429,8 @@ def batch_hard_triplet_loss(
             ``"none"``: the ``[B]`` terms, **0 for invalid anchors**.
         anchor_as_positive: count the anchor as its own positive (distance
             0), default False.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -427,7 +446,7 @@ def batch_hard_triplet_loss(
     """
     return _batch_hard_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction, anchor_as_positive=anchor_as_positive,
+        reduction=reduction, anchor_as_positive=anchor_as_positive, check=check,
     )[0]
 
 
@@ -437,18 +456,20 @@ def batch_hard_triplet_loss(
 
 def _semihard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
+    check=True,
 ):
-    xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, False, normalize, reduction
+    xp, dtype, margin, d, eres, labels, width = _labeled_forward(
+        x, labels, margin, metric, False, normalize, reduction, check,
+        table=reduction != "none",
     )
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, 0))
-    if reduction != "none" and compact_ok(xp, labels):
+    if width is not None:
         # positives from the B×W table, negatives by value: one value sort
-        tab = PositiveTable(xp, d, labels)
+        tab = PositiveTable(xp, d, labels, width=width)
         pos, neg, _ = label_masks(xp, labels, d)
-        valid, d_an, tied = _semihard_compact(xp, d, neg, tab)
+        valid, d_an, tied, n_star = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
         value, rres = _reduce(
@@ -457,7 +478,8 @@ def _semihard_fwd(
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
-        res = (xp, dtype, (eres, d, (tab, pos, neg, d_an, tied, labels), active, rres))
+        sel = (tab, pos, neg, d_an, tied, labels, n_star)
+        res = (xp, dtype, (eres, d, sel, active, rres))
         return xp.astype(value, dtype), res
     sel = SemiHard(xp, d, labels)
     z = _argument(d, sel.d_an, margin, False)
@@ -475,33 +497,46 @@ def _semihard_fwd(
 
 
 def _semihard_compact(xp, d, neg, tab):
-    r"""``(valid, d_an*, tied)`` on the B×W positive table, from sorted negative values.
+    r"""``(valid, d_an*, tied, n*)`` on the B×W positive table, from sorted negative values.
 
     The semi-hard negative's distance is the first sorted negative value
     strictly above d_ap (``searchsorted`` side "right"), else the largest.
-    ``tied`` (B×W) marks the pairs whose d_an* is shared by more than one
-    negative, where n* must be chosen by index (the lowest); it is only
-    computed for classes wider than the loop width (None otherwise).
+    For classes wider than the loop width: on the host libraries ``tied``
+    (B×W) marks the pairs whose d_an* is shared by more than one negative,
+    where n* must be chosen by index (the lowest), and n* is None; elsewhere
+    ``tied`` is None and n* (B×W) is the lowest-index negative at d_an*,
+    read off a stable sort (the first of its run of equal values), so that
+    the backward needs no count read back (:func:`_semihard_grad_compact`).
     """
     b = d.shape[0]
     n_neg = xp.count_nonzero(neg, axis=1)
-    # values only: an unstable sort gives the same array, several times faster
-    sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
+    order = None
+    if tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp):
+        neg_d = xp.where(neg, d, float("inf"))
+        order = xp.argsort(neg_d, axis=1, stable=True)
+        sorted_neg = xp.take_along_axis(neg_d, order, axis=1)
+        del neg_d
+    else:
+        # values only: an unstable sort gives the same array, several times faster
+        sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
     last = _ops.clip(xp, n_neg - 1, 0, b - 1)
     largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
     slot = row_searchsorted(xp, sorted_neg, tab.d, side="right")
     above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, 0, b - 1), axis=1)
     valid = tab.valid & (n_neg > 0)[:, None]
     d_an = xp.where(valid, xp.where(slot < n_neg[:, None], above, largest), 0.0)
-    tied = None
-    if tab.width > _LOOP_WIDTH:
+    tied, n_star = None, None
+    if order is not None:
+        first = row_searchsorted(xp, sorted_neg, d_an, side="left")
+        n_star = xp.take_along_axis(order, _ops.clip(xp, first, 0, b - 1), axis=1)
+    elif tab.width > _LOOP_WIDTH:
         first = row_searchsorted(xp, sorted_neg, d_an, side="left")
         after = row_searchsorted(xp, sorted_neg, d_an, side="right")
         tied = valid & (after - first > 1)
-    return valid, d_an, tied
+    return valid, d_an, tied, n_star
 
 
-def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
+def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star=None):
     r"""``G = ∂L/∂D`` for the table path: +W_ap at (a, p), and -W_ap at
     (a, n*), n* the lowest-index negative at distance d_an*.
 
@@ -518,6 +553,17 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
     dense_w = tab.to_dense(xp, weights, pos)
     if tab.width <= _LOOP_WIDTH:
         return dense_w - _negatives_by_index(xp, d, neg, d_an, weights)
+    if n_star is not None:
+        # n* known per pair (off the host libraries, where reading the tie
+        # passes' count back would stall the backward): the weights summed
+        # by n* as by value, with the column index as the value (exact in
+        # floating point: n* < B)
+        b = d.shape[0]
+        idx = xp.astype(xp.arange(b, device=_device(d)), d.dtype)
+        columns = xp.zeros_like(d) + idx[None, :]
+        return dense_w - _negatives_by_value(
+            xp, columns, neg, xp.astype(n_star, d.dtype), weights
+        )
     values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
     if values.shape[1] > _TIED_PASSES:
         sel = SemiHard(xp, d, labels)
@@ -608,8 +654,10 @@ def _semihard_bwd(residuals, g):
     eres, d, sel, active, rres = res
     weights, scale = _upstream(xp, rres, g, active, d.dtype)
     if isinstance(sel, tuple):
-        tab, pos, neg, d_an, tied, labels = sel
-        gd = _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels)
+        tab, pos, neg, d_an, tied, labels, n_star = sel
+        gd = _semihard_grad_compact(
+            xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star
+        )
         gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
         gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
@@ -674,6 +722,7 @@ def semihard_triplet_loss(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""Semi-hard triplet loss (FaceNet, as TensorFlow defines it): one term per positive pair.
 
@@ -713,6 +762,8 @@ def semihard_triplet_loss(
             tolerance of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where (a, p)
             is not a counted positive pair**.
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -728,7 +779,8 @@ def semihard_triplet_loss(
         ``tensorflow_addons/losses/triplet.py``.
     """
     return _semihard_fwd(
-        x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction
+        x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction,
+        check=check,
     )[0]
 
 
@@ -738,10 +790,11 @@ def semihard_triplet_loss(
 
 def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean_nonzero", pairs="ordered",
+    reduction="mean_nonzero", pairs="ordered", check=True,
 ):
-    xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction
+    xp, dtype, margin, d, eres, labels, width = _labeled_forward(
+        x, labels, margin, metric, soft, normalize, reduction, check,
+        table=soft or reduction != "none",
     )
     _checks.check_choice("pairs", pairs, PAIRS)
     upper = pairs == "unordered"
@@ -758,14 +811,16 @@ def _batch_all_fwd(
     tol = _tol(xp, reduction, d, margin, soft)
     if soft:
         # the positives as the B×W table: B·W·B triplets instead of B³
-        tab = PositiveTable(xp, d, labels, upper=upper) if compact_ok(xp, labels) else None
+        tab = None
+        if width is not None:
+            tab = PositiveTable(xp, d, labels, upper=upper, width=width)
         terms, n_nonzero = _batch_all_soft(xp, d, pos, neg, tol, tab)
         if reduction == "none" and tab is not None:
             terms = tab.to_dense(xp, terms, pos)
         state = ("soft", tab)
-    elif reduction != "none" and compact_ok(xp, labels):
+    elif width is not None:
         # the per-pair sums are only summed: keep them in the B×W table
-        tab = PositiveTable(xp, d, labels, upper=upper)
+        tab = PositiveTable(xp, d, labels, upper=upper, width=width)
         terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
         state = (k, margin, tab)
     else:
@@ -1040,6 +1095,7 @@ def batch_all_triplet_loss(
     normalize: bool = False,
     reduction: str = "mean_nonzero",
     pairs: str = "ordered",
+    check: bool = True,
 ) -> Any:
     r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
 
@@ -1090,6 +1146,8 @@ def batch_all_triplet_loss(
             No valid (or no non-zero) triplet gives 0.
         pairs: ``"ordered"`` (default: every positive pair (a, p), p ≠ a) or
             ``"unordered"`` (only a < p; ``"none"`` is then upper triangular).
+        check: check that ``x`` is finite (default True; docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -1102,5 +1160,5 @@ def batch_all_triplet_loss(
     """
     return _batch_all_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction, pairs=pairs,
+        reduction=reduction, pairs=pairs, check=check,
     )[0]
