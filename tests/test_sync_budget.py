@@ -174,25 +174,9 @@ def cupy_like(monkeypatch):
     monkeypatch.setattr(xtorch, "clip", functools.partial(_aliases.clip, xp=torch))
 
 
-# The generic clip writes through boolean masks (a sync per bound): the
-# CuPy path avoids clip there (h-search); emptied by the coordinator after merging.
-NEEDS_CLIP_FIX = [
-    "contrastive_all_pairs", "batch_hard", "batch_all", "batch_all_soft", "semihard",
-    "hardest_negative",
-]
-
-
 @pytest.mark.parametrize(
     ("loss", "kind"),
-    [
-        pytest.param(
-            loss, kind, id=f"{loss.name}-{kind}",
-            marks=[pytest.mark.xfail(strict=True, reason="h-search")]
-            if loss.name in NEEDS_CLIP_FIX else [],
-        )
-        for loss in LOSSES
-        for kind in KINDS
-    ],
+    [pytest.param(loss, kind, id=f"{loss.name}-{kind}") for loss in LOSSES for kind in KINDS],
 )
 def test_cupy_path_sync_budget(cupy_like, loss, kind):
     fwd, bwd = measure(loss, kind, 64)
@@ -204,12 +188,8 @@ def test_cupy_path_sync_budget(cupy_like, loss, kind):
 # ops: at B = 4096 at most twice the count at B = 256
 
 SMALL, LARGE = 256, 4096
-# soft batch-all is O(B³) work: its growth is measured from 64 to 512
+# soft batch-all evaluates B·W·B triplets (W the class width): measured from 64 to 512
 SOFT_SMALL, SOFT_LARGE = 64, 512
-
-# Configurations whose op count still grows with B (per-anchor and row-block
-# loops): h-mem removes them; emptied by the coordinator after merging.
-GROWS_WITH_B = ["batch_all_soft", "semihard"]
 
 # The fewest B = 4096 runs that cover every loss and every kind of data.
 GROWTH_CASES = [
@@ -227,14 +207,7 @@ GROWTH_CASES = [
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [
-        pytest.param(
-            name, kind, id=f"{name}-{kind}",
-            marks=[pytest.mark.xfail(strict=True, reason="h-mem")]
-            if name in GROWS_WITH_B else [],
-        )
-        for name, kind in GROWTH_CASES
-    ],
+    [pytest.param(name, kind, id=f"{name}-{kind}") for name, kind in GROWTH_CASES],
 )
 def test_ops_nearly_independent_of_batch_size(name, kind):
     loss = BY_NAME[name]
