@@ -17,21 +17,22 @@ ops included) and counts:
 
 It runs on CPU tensors as well: the ops and the syncs a GPU would wait on
 are the same calls, only cheaper. Used by the benchmark harness (the "ops"
-and "syncs" columns) and importable by tests. Nothing here is imported by
-refloss.
+and "syncs" columns) and by tests/test_sync_budget.py. Nothing here is
+imported by refloss.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["SYNC_OPS", "count_ops"]
+__all__ = ["SYNC_OPS", "count_ops", "counting"]
 
 # Ops that always make the host wait for the device.
 SYNC_OPS = frozenset({
-    "_local_scalar_dense", "nonzero", "nonzero_static_fallback", "masked_select",
+    "_local_scalar_dense", "nonzero", "nonzero_static", "nonzero_static_fallback", "masked_select",
     "_unique", "_unique2", "unique_consecutive", "unique_dim", "item", "is_nonzero",
     "equal", "allclose",
 })
@@ -61,26 +62,41 @@ def _is_device_to_host(torch, name, args, kwargs) -> bool:
             and torch.device(target).type == "cpu")
 
 
-def count_ops(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, int, int, dict]:
-    """``(fn(*args, **kwargs), ops, syncs, sync_ops)``: the aten ops ``fn`` dispatched,
-    how many of them sync the host with the device, and which (name → count)."""
+def _is_sync(torch, name: str, args, kwargs) -> bool:
+    return (name in SYNC_OPS
+            or (name in _MASK_INDEXING and _has_bool_index(torch, args[1:]))
+            or _is_device_to_host(torch, name, args, kwargs))
+
+
+@contextmanager
+def counting():
+    """``with counting() as c: ...``, then ``c.ops``, ``c.syncs`` and ``c.sync_ops``
+    (name → count) of everything dispatched inside the block."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    names: Counter = Counter()
-    syncs: Counter = Counter()
-
     class _Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops, self.syncs, self.sync_ops = 0, 0, Counter()
+
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             name = func.overloadpacket.__name__
-            names[name] += 1
-            if (name in SYNC_OPS
-                    or (name in _MASK_INDEXING and _has_bool_index(torch, args[1:]))
-                    or _is_device_to_host(torch, name, args, kwargs)):
-                syncs[name] += 1
+            self.ops += 1
+            if _is_sync(torch, name, args, kwargs):
+                self.syncs += 1
+                self.sync_ops[name] += 1
             return func(*args, **kwargs)
 
-    with _Counter():
+    counter = _Counter()
+    with counter:
+        yield counter
+
+
+def count_ops(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, int, int, dict]:
+    """``(fn(*args, **kwargs), ops, syncs, sync_ops)``: the aten ops ``fn`` dispatched,
+    how many of them sync the host with the device, and which (name → count)."""
+    with counting() as c:
         result = fn(*args, **kwargs)
-    return result, sum(names.values()), sum(syncs.values()), dict(syncs)
+    return result, c.ops, c.syncs, dict(c.sync_ops)

@@ -2,7 +2,7 @@
 
 DESIGN ("GPU behaviour"): at most one device→host sync per call, none in a
 backward, and a number of ops that does not grow with the batch. On CPU
-tensors nothing waits, but :mod:`tests.dispatch_counter` sees every aten op
+tensors nothing waits, but :mod:`benchmarks.counting` sees every aten op
 and names the ones a GPU would wait on, so the budget holds on every CI run.
 
 Each loss runs through ``rl.vjp`` (the forward) and its pullback with the
@@ -26,7 +26,7 @@ import pytest
 import refloss as rl
 
 torch = pytest.importorskip("torch")
-from dispatch_counter import counting  # noqa: E402  (imports torch)
+from benchmarks.counting import counting  # noqa: E402  (the harness's counter)
 
 DIM = 8  # the op counts do not depend on the dim
 PER_CLASS = 16  # wider than the loop width of the semi-hard table path
