@@ -38,7 +38,13 @@ TFA, tf.contrib and Caffe: 1 = similar).
 :func:`contrastive_loss_all_pairs` takes a labeled batch and uses every
 unordered pair i < j, with same = (y_i == y_j), through the B×B distance
 matrix and an upper-triangle mask: O(B² + B·D) memory, no scatter, no
-data-dependent shapes.
+data-dependent shapes. With ``anchor_rows=(start, stop)`` it takes only the
+pairs whose lower index i is in start..stop-1 (the "anchor" of an unordered
+pair), from the b×B block of distances (O(b·B)): ``"none"`` gives those
+pairs in the same row-major order, ``"sum"`` their sum, ``"mean"`` their
+sum over B(B−1)/2, the pairs of the whole batch, so that the blocks of a
+partition of the rows add up (concatenate) to the full loss; the gradient
+reaches both ends of every pair (as anchor blocks in :mod:`refloss.triplet`).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from .distances import (
     pairwise_backward,
     pairwise_forward,
 )
+from .mining import block_grad
 from .normalization import normalize_backward, normalize_forward
 from .reductions import REDUCTIONS, nonzero_tolerance, reduce_backward, reduce_forward
 from .vjp import defvjp
@@ -301,24 +308,28 @@ def contrastive_loss(
 # every pair of a labeled batch
 
 
-def _upper_pair_index(xp, n_rows, dev):
+def _upper_pair_index(xp, n_rows, dev, rows=None):
     """Row-major ranks of the pairs i < j, from shapes alone.
 
     Returns ``(flat, rank)``: ``flat`` (``[B(B-1)/2]``) holds i·B + j of the
     k-th pair in row-major order, ``rank`` (``[B, B]``) holds k at (i, j > i)
     (garbage elsewhere, to be masked). Row i starts at
     :math:`s_i = i(2B - i - 1)/2`; a 1-D ``searchsorted`` in the row starts
-    recovers i from k.
+    recovers i from k. With ``rows=(start, stop)`` only the pairs of rows
+    start..stop-1 are ranked (k from 0 in that block), ``flat`` indexes the
+    b×B block and ``rank`` is b×B.
     """
+    start, stop = (0, n_rows) if rows is None else rows
     idx = _checks.default_index_dtype(xp, dev)
     r = xp.arange(n_rows, dtype=idx, device=dev)
     starts = r * (2 * n_rows - r - 1) // 2
-    n_pairs = n_rows * (n_rows - 1) // 2
-    k = xp.arange(n_pairs, dtype=idx, device=dev)
+    first = start * (2 * n_rows - start - 1) // 2
+    n_pairs = stop * (2 * n_rows - stop - 1) // 2 - first
+    k = xp.arange(n_pairs, dtype=idx, device=dev) + first
     i = xp.searchsorted(starts, k, side="right") - 1
     j = k - xp.take(starts, i) + i + 1
-    rank = starts[:, None] + (r[None, :] - r[:, None] - 1)
-    return i * n_rows + j, rank
+    rank = starts[start:stop, None] - first + (r[None, :] - r[start:stop, None] - 1)
+    return (i - start) * n_rows + j, rank
 
 
 def _all_pairs_fwd(
@@ -332,6 +343,7 @@ def _all_pairs_fwd(
     normalize=False,
     reduction="mean",
     scale=1.0,
+    anchor_rows=None,
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
@@ -339,6 +351,7 @@ def _all_pairs_fwd(
     margin, pos_margin, power, scale = _check_options(
         margin, pos_margin, power, metric, normalize, reduction, scale
     )
+    block = _checks.check_anchor_rows(anchor_rows, x.shape[0], reduction)
     _checks.check_finite(xp, "x", x)
 
     dtype = x.dtype
@@ -350,22 +363,26 @@ def _all_pairs_fwd(
     nres = None
     if normalize:
         xc, nres = normalize_forward(xp, xc)
-    if n_rows == 0:
+    start, stop = (0, n_rows) if block is None else block
+    if stop == start:
         # nothing to measure (and pairwise_forward's dense exact path, taken
         # for JAX arrays, does not handle an empty batch)
-        dmat, dres = xp.zeros((0, 0), dtype=cdt, device=dev), xc
-    else:
+        dmat, dres = xp.zeros((0, n_rows), dtype=cdt, device=dev), xc
+    elif block is None:
         dmat, dres = pairwise_forward(xp, xc, None, metric)
+    else:  # the anchor rows' pairs only: a b×B block
+        dmat, dres = pairwise_forward(xp, xc[start:stop, :], xc, metric)
     r = xp.arange(n_rows, device=dev)
-    upper = r[:, None] < r[None, :]
-    same = labels[:, None] == labels[None, :]
+    upper = r[start:stop, None] < r[None, :]
+    same = labels[start:stop, None] == labels[None, :]
     tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power, scale)
     tmat = xp.where(upper, tmat, 0.0)
     if reduction == "none":
-        if n_pairs == 0:
+        first = start * (2 * n_rows - start - 1) // 2
+        if stop * (2 * n_rows - stop - 1) // 2 == first:  # no pair in these rows
             terms, rank = xp.zeros((0,), dtype=cdt, device=dev), None
         else:
-            flat, rank = _upper_pair_index(xp, n_rows, dev)
+            flat, rank = _upper_pair_index(xp, n_rows, dev, block)
             terms = xp.take(xp.reshape(tmat, (-1,)), flat)
         value, rres = reduce_forward(xp, terms, reduction)
     else:
@@ -376,12 +393,12 @@ def _all_pairs_fwd(
         )
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
     del tmat
-    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank)
+    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank, block)
     return xp.astype(value, dtype), res
 
 
 def _all_pairs_bwd(residuals, g):
-    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank = residuals
+    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, rank, block = residuals
     w = reduce_backward(xp, rres, g, terms)
     n_rows = upper.shape[0]
     if rank is None:
@@ -392,13 +409,15 @@ def _all_pairs_bwd(residuals, g):
     else:
         # gather, not scatter: entry (i, j > i) reads the weight of its rank
         wmat = xp.take(xp.reshape(w, (-1,)), xp.reshape(xp.clip(rank, 0, w.shape[0] - 1), (-1,)))
-        wmat = xp.reshape(wmat, (n_rows, n_rows))
+        wmat = xp.reshape(wmat, upper.shape)
     wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
     if n_rows == 0:
-        gx = xp.zeros_like(dres)  # dres is the (0, D) input itself
+        gx = xp.zeros_like(dres)  # dres is the input itself (no row to measure)
     else:
         wmat = terms_backward(xp, tres, dmat, wmat)
-        gx, _ = pairwise_backward(xp, dres, wmat)
+        gx, gy = pairwise_backward(xp, dres, wmat)
+        if block is not None:
+            gx = block_grad(xp, gx, gy, block)
     if nres is not None:
         gx = normalize_backward(xp, nres, gx)
     return xp.astype(gx, dtype), None
@@ -416,6 +435,7 @@ def contrastive_loss_all_pairs(
     normalize: bool = False,
     reduction: str = "mean",
     scale: float = 1.0,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Contrastive loss over every unordered pair i < j of a labeled batch.
 
@@ -458,9 +478,13 @@ def contrastive_loss_all_pairs(
             :func:`contrastive_loss`.
         reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
             ``"none"``.
+        anchor_rows: None (default) or ``(start, stop)``: only the pairs
+            (i, j), i < j, whose lower index i is in start..stop-1 (module
+            docstring; not with ``"mean_nonzero"``).
 
     Returns:
-        A 0-d array (``[B(B-1)/2]`` for ``"none"``) in the namespace, device
+        A 0-d array (``[B(B-1)/2]`` for ``"none"``; with ``anchor_rows`` the
+        block's pairs, in the same row-major order) in the namespace, device
         and dtype of ``x``.
 
     Example:
@@ -484,4 +508,5 @@ def contrastive_loss_all_pairs(
         normalize=normalize,
         reduction=reduction,
         scale=scale,
+        anchor_rows=anchor_rows,
     )[0]

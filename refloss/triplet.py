@@ -26,6 +26,34 @@ with :math:`y_p = y_a`, a negative has :math:`y_n \ne y_a`; anchors (or
 pairs) without a positive or a negative give no term and are not counted;
 no valid term at all gives the loss 0 and the gradient 0; ties in a max/min
 go to the lowest index on every backend (see :mod:`refloss.mining`).
+
+Anchor blocks (``anchor_rows=(start, stop)``, ints with
+:math:`0 \le start \le stop \le B`; also on
+:func:`refloss.contrastive_loss_all_pairs`): the loss keeps only the terms
+whose anchor a is in :math:`A = \{start, \dots, stop-1\}` (b = stop − start
+anchors). Positives and negatives still range over the whole batch, the
+anchor's own column a is never its own positive (but for batch-hard's
+``anchor_as_positive``, at distance 0), and every max/min/semi-hard choice is
+made over the whole batch — so each term is the full batch's term of that
+anchor. Only the b×B block :math:`D_{ij} = d(x_{start+i}, x_j)` is formed:
+O(b·B) distances and memory instead of O(B²). Reductions: ``"none"`` gives
+the block's rows of the full result (``[b]`` batch-hard, ``[b, B]``
+batch-all and semi-hard); ``"sum"`` the sum of the block's terms;
+``"mean"`` that sum divided by N, the number of terms of the **whole**
+batch (valid anchors, counted positive pairs, valid triplets), counted from
+the labels alone. Hence for any partition of the rows into blocks
+:math:`\sum_{blocks} L_A = L` ("sum", "mean") and the blocks' ``"none"``
+concatenate to the full one. ``"mean_nonzero"`` is refused (its count and τ
+depend on every term). Gradient: :math:`G = \partial L_A/\partial D` (b×B,
+the same construction as above) goes through the rectangular distance VJP,
+:math:`\partial L_A/\partial X = (\text{row part placed at rows } A) +
+\text{column part}`: the anchors *and* every positive and negative row of
+the batch receive gradient, and :math:`\sum_{blocks} \partial L_A/\partial X
+= \partial L/\partial X`. The block's distances are
+``pairwise_distances(x[start:stop], x)``, equal to the full matrix's rows to
+rounding (~1e-16 relative), not bit for bit: the identities hold to rounding,
+and where two candidates tie exactly in exact arithmetic the block may pick
+the other one.
 """
 
 from __future__ import annotations
@@ -42,6 +70,7 @@ from .mining import (
     SemiHard,
     check_bool,
     check_labeled_batch,
+    class_sizes,
     compact_ok,
     embed_backward,
     embed_forward,
@@ -154,13 +183,33 @@ def _check_options(margin, soft, reduction):
     return margin
 
 
-def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction):
+def _labeled_forward(x, labels, margin, metric, soft, normalize, reduction, anchor_rows=None):
     xp, labels = check_labeled_batch(x, labels, metric, normalize)
     margin = _check_options(margin, soft, reduction)
+    rows = _checks.check_anchor_rows(anchor_rows, x.shape[0], reduction)
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
-    d, eres = embed_forward(xp, xc, metric, normalize)
+    if rows is not None and rows[0] == rows[1]:  # no anchor: nothing to measure
+        d = xp.zeros((0, x.shape[0]), dtype=xc.dtype, device=_device(x))
+        return xp, dtype, margin, d, None, labels
+    d, eres = embed_forward(xp, xc, metric, normalize, rows)
     return xp, dtype, margin, d, eres, labels
+
+
+def _batch_count(xp, labels, kind, *, anchor_as_positive=False, upper=False):
+    """The number of terms of the whole batch, from its labels alone: the
+    "mean" divisor of an anchor block (so that the blocks' means add up to
+    the batch's). ``kind``: "hard" (valid anchors), "semihard" (counted
+    positive pairs) or "all" (valid triplets)."""
+    count, rank = class_sizes(xp, labels)
+    n = labels.shape[0]
+    has_neg = count < n
+    if kind == "hard":
+        return xp.count_nonzero(((count > 1) | anchor_as_positive) & has_neg)
+    positives = count - 1 - rank if upper else count - 1  # upper: p > a only
+    if kind == "semihard":
+        return xp.sum(xp.where(has_neg, positives, 0))
+    return xp.sum(positives * (n - count))
 
 
 def _empty(xp, x, d, reduction, shape):
@@ -312,21 +361,24 @@ def triplet_margin_loss(
 
 def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean", anchor_as_positive=False,
+    reduction="mean", anchor_as_positive=False, anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction
+        x, labels, margin, metric, soft, normalize, reduction, anchor_rows
     )
     check_bool("anchor_as_positive", anchor_as_positive)
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0,))
-    sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive)
+    sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive, offset=offset)
     z = _argument(sel.d_ap, sel.d_an, margin, soft)
     terms = xp.where(sel.valid, _hinge(xp, z, soft), 0.0)
     tol = _tol(xp, reduction, d, margin, soft)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
-    res = (xp, dtype, (eres, sel, z, soft, terms, rres))
+    count = xp.count_nonzero(sel.valid) if anchor_rows is None else _batch_count(
+        xp, labels, "hard", anchor_as_positive=anchor_as_positive)
+    value, rres = _reduce(xp, terms, reduction, count, tol)
+    res = (xp, dtype, (eres, sel, z, soft, terms, rres, (offset, d.shape[1])))
     return xp.astype(value, dtype), res
 
 
@@ -334,16 +386,16 @@ def _batch_hard_bwd(residuals, g):
     xp, dtype, res = residuals
     if not isinstance(res, tuple):  # empty batch
         return res, None
-    eres, sel, z, soft, terms, rres = res
+    eres, sel, z, soft, terms, rres, (offset, n) = res
     w = reduce_backward(xp, rres, g, terms)
     w = xp.where(sel.valid, w * _hinge_grad(xp, z, soft), 0.0)
-    b = terms.shape[0]
-    cols = xp.arange(b, dtype=sel.pos.dtype, device=_device(terms))
+    cols = xp.arange(n, dtype=sel.pos.dtype, device=_device(terms))
+    own = cols[offset : offset + terms.shape[0]]  # each anchor's own column
     # +w at (a, p_a), -w at (a, n_a): p_a != n_a, so two nested wheres; the
     # anchor as its own positive (p_a = a, anchor_as_positive) has the
     # constant distance 0 and gets nothing
     gd = xp.where(cols[None, :] == sel.neg[:, None], -w[:, None], 0.0)
-    hit = (cols[None, :] == sel.pos[:, None]) & (cols[None, :] != cols[:, None])
+    hit = (cols[None, :] == sel.pos[:, None]) & (cols[None, :] != own[:, None])
     gd = xp.where(hit, w[:, None], gd)
     gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
@@ -360,6 +412,7 @@ def batch_hard_triplet_loss(
     normalize: bool = False,
     reduction: str = "mean",
     anchor_as_positive: bool = False,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Batch-hard triplet loss (Hermans et al. 2017): one term per valid anchor.
 
@@ -402,6 +455,9 @@ def batch_hard_triplet_loss(
             ``"none"``: the ``[B]`` terms, **0 for invalid anchors**.
         anchor_as_positive: count the anchor as its own positive (distance
             0), default False.
+        anchor_rows: None (default: every row is an anchor) or
+            ``(start, stop)``: only the anchors start..stop-1, against the
+            whole batch ("Anchor blocks" in :mod:`refloss.triplet`).
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -417,7 +473,7 @@ def batch_hard_triplet_loss(
     """
     return _batch_hard_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction, anchor_as_positive=anchor_as_positive,
+        reduction=reduction, anchor_as_positive=anchor_as_positive, anchor_rows=anchor_rows,
     )[0]
 
 
@@ -427,33 +483,38 @@ def batch_hard_triplet_loss(
 
 def _semihard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
+    anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, False, normalize, reduction
+        x, labels, margin, metric, False, normalize, reduction, anchor_rows
     )
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
-        return _empty(xp, x, d, reduction, (0, 0))
+        return _empty(xp, x, d, reduction, (0, d.shape[1]))
+    count = None if anchor_rows is None else _batch_count(xp, labels, "semihard")
     if reduction != "none" and compact_ok(xp, labels):
         # positives from the B×W table, negatives by value: one value sort
-        tab = PositiveTable(xp, d, labels)
-        pos, neg, _ = label_masks(xp, labels, d)
+        tab = PositiveTable(xp, d, labels, offset=offset)
+        pos, neg, _ = label_masks(xp, labels, d, offset)
         valid, d_an, tied = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
         value, rres = _reduce(
-            xp, terms, reduction, xp.count_nonzero(valid), _tol(xp, reduction, d, margin, False)
+            xp, terms, reduction, xp.count_nonzero(valid) if count is None else count,
+            _tol(xp, reduction, d, margin, False),
         )
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
-        res = (xp, dtype, (eres, d, (tab, pos, neg, d_an, tied, labels), active, rres))
+        res = (xp, dtype, (eres, d, (tab, pos, neg, d_an, tied, (labels, offset)), active, rres))
         return xp.astype(value, dtype), res
-    sel = SemiHard(xp, d, labels)
+    sel = SemiHard(xp, d, labels, offset=offset)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
     tol = _tol(xp, reduction, d, margin, False)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
+    count = xp.count_nonzero(sel.valid) if count is None else count
+    value, rres = _reduce(xp, terms, reduction, count, tol)
     active = sel.valid & (z > 0)
     res = (xp, dtype, (eres, d, sel, active, rres))
     return xp.astype(value, dtype), res
@@ -468,7 +529,7 @@ def _semihard_compact(xp, d, neg, tab):
     negative, where n* must be chosen by index (the lowest); it is only
     computed for classes wider than the loop width (None otherwise).
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns: positions in a sorted row
     n_neg = xp.count_nonzero(neg, axis=1)
     # values only: an unstable sort gives the same array, several times faster
     sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
@@ -505,7 +566,7 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels):
         return dense_w - _negatives_by_index(xp, d, neg, d_an, weights)
     values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
     if values.shape[1] > _TIED_PASSES:
-        sel = SemiHard(xp, d, labels)
+        sel = SemiHard(xp, d, labels[0], offset=labels[1])
         return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
     h = _negatives_by_value(xp, d, neg, d_an, xp.where(tied, 0.0, weights))
     if values.shape[1]:
@@ -550,7 +611,7 @@ def _negatives_by_index(xp, d, neg, values, weights):
     r"""``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``, n_j(a) the lowest-index
     negative of a at distance ``values[a, j]``: per column j one ``argmax``
     of a B×B equality mask (ties go to the lowest index)."""
-    b = d.shape[0]
+    b = d.shape[1]
     idx = _checks.default_index_dtype(xp, _device(d))
     cols = xp.arange(b, dtype=idx, device=_device(d))
     h = xp.zeros_like(d)
@@ -615,7 +676,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
     (d_ap >= the largest negative) lands on the fallback slot. The inverse
     permutation of the negatives' sort maps slots back to columns.
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns (d may be a block of anchor rows)
     cols = xp.arange(b, dtype=sel.order.dtype, device=_device(d))
     pos_d = xp.where(sel.valid, d, float("inf"))
     order_p = xp.argsort(pos_d, axis=1, stable=True)
@@ -629,7 +690,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
     del sorted_p
     cl = xp.take_along_axis(cw, below, axis=1)  # weight of the positives with d_ap < s_j
     del below
-    zero = xp.zeros((b, 1), dtype=d.dtype, device=_device(d))
+    zero = xp.zeros((d.shape[0], 1), dtype=d.dtype, device=_device(d))
     in_range = cols[None, :] < sel.n_neg[:, None]
     direct = xp.where(in_range, cl - xp.concat([zero, cl[:, :-1]], axis=1), 0.0)
     last = xp.clip(sel.n_neg - 1, 0, b - 1)
@@ -651,6 +712,7 @@ def semihard_triplet_loss(
     metric: str = "euclidean",
     normalize: bool = False,
     reduction: str = "mean",
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Semi-hard triplet loss (FaceNet, as TensorFlow defines it): one term per positive pair.
 
@@ -690,6 +752,9 @@ def semihard_triplet_loss(
             tolerance of :mod:`refloss.reductions`), or
             ``"none"``: the ``[B, B]`` matrix of :math:`l_{ap}`, **0 where (a, p)
             is not a counted positive pair**.
+        anchor_rows: None (default) or ``(start, stop)``: only the anchors
+            start..stop-1 against the whole batch ("Anchor blocks" in
+            :mod:`refloss.triplet`; not with ``"mean_nonzero"``).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -705,7 +770,8 @@ def semihard_triplet_loss(
         ``tensorflow_addons/losses/triplet.py``.
     """
     return _semihard_fwd(
-        x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction
+        x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction,
+        anchor_rows=anchor_rows,
     )[0]
 
 
@@ -715,22 +781,24 @@ def semihard_triplet_loss(
 
 def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean_nonzero", pairs="ordered",
+    reduction="mean_nonzero", pairs="ordered", anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction
+        x, labels, margin, metric, soft, normalize, reduction, anchor_rows
     )
     _checks.check_choice("pairs", pairs, PAIRS)
     upper = pairs == "unordered"
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
-        return _empty(xp, x, d, reduction, (0, 0))
-    pos, neg, cols = label_masks(xp, labels, d)
+        return _empty(xp, x, d, reduction, (0, d.shape[1]))
+    pos, neg, cols = label_masks(xp, labels, d, offset)
     if upper:  # each unordered pair once, the lower index as anchor
-        pos = pos & (cols[:, None] < cols[None, :])
+        pos = pos & (cols[offset : offset + b, None] < cols[None, :])
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
-    n_valid = xp.sum(n_pos * n_neg)
+    n_valid = xp.sum(n_pos * n_neg) if anchor_rows is None else _batch_count(
+        xp, labels, "all", upper=upper)
     # "mean_nonzero" counts the triplets with l_apn > τ, i.e. d_an < t_ap - τ
     tol = _tol(xp, reduction, d, margin, soft)
     if soft:
@@ -738,7 +806,7 @@ def _batch_all_fwd(
         state = None
     elif reduction != "none" and compact_ok(xp, labels):
         # the per-pair sums are only summed: keep them in the B×W table
-        tab = PositiveTable(xp, d, labels, upper=upper)
+        tab = PositiveTable(xp, d, labels, upper=upper, offset=offset)
         terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
         state = (k, margin, tab)
     else:
@@ -871,7 +939,7 @@ def _batch_all_hinge_grad(xp, d, neg, k, margin, weights):
     search (side "right") how many thresholds are <= d_an:
     ``Σ_{t > d_an} W = CW[B] - CW[#{t <= d_an}]``.
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns (d may be a block of anchor rows)
     thresholds = xp.where(weights != 0, d + margin, -float("inf"))
     order_t = xp.argsort(thresholds, axis=1, stable=True)
     sorted_t = xp.take_along_axis(thresholds, order_t, axis=1)
@@ -936,6 +1004,7 @@ def batch_all_triplet_loss(
     normalize: bool = False,
     reduction: str = "mean_nonzero",
     pairs: str = "ordered",
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
 
@@ -980,6 +1049,9 @@ def batch_all_triplet_loss(
             No valid (or no non-zero) triplet gives 0.
         pairs: ``"ordered"`` (default: every positive pair (a, p), p ≠ a) or
             ``"unordered"`` (only a < p; ``"none"`` is then upper triangular).
+        anchor_rows: None (default) or ``(start, stop)``: only the anchors
+            start..stop-1 against the whole batch ("Anchor blocks" in
+            :mod:`refloss.triplet`; not with ``"mean_nonzero"``).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -992,5 +1064,5 @@ def batch_all_triplet_loss(
     """
     return _batch_all_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction, pairs=pairs,
+        reduction=reduction, pairs=pairs, anchor_rows=anchor_rows,
     )[0]
