@@ -27,6 +27,27 @@ the same keyword options and defaults, applied to :math:`(X, Y)`:
   plain :math:`\partial L/\partial X_{\text{own rows}}` (for a loop that sums
   gradients itself, or no DDP).
 
+**Local anchors** (``anchors="local"``, the four labeled-batch losses): rank
+r's loss has only the anchors of its own rows :math:`A_r` (start = the rows of
+the ranks before it), against the whole gathered batch: it returns
+:math:`L_r` = the core loss with ``anchor_rows=(start, start + B_r)`` on
+:math:`(X, Y)` — O(B_r·B) distances per rank instead of O(B²), the same
+communication. ``"sum"``: the sum of the terms of its anchors; ``"mean"``:
+that sum over the number of terms of the global batch; ``"none"``: its
+anchors' terms (``"mean_nonzero"`` is refused). So :math:`\sum_r L_r = L`
+(``"none"``: the terms concatenate, in rank order, to those of L): an
+all-reduce (sum) of the detached values gives L. The backward routes every
+rank's gradient to the owner of the rows as above; as the ranks' objectives
+are now the parts of L, :math:`\sum_r \partial L_r/\partial X = \partial
+L/\partial X`, and ``grad_reduce`` keeps its meaning in terms of L:
+``"sum"`` gives :math:`W\,\partial L/\partial X_{\text{own rows}}` (the
+backward multiplies by W), ``"mean"`` gives :math:`\partial L/\partial
+X_{\text{own rows}}`. In general x_shard.grad :math:`= c \sum_r \partial
+J_r/\partial X_{\text{own rows}}` with c = W (``"sum"``) or 1 (``"mean"``).
+The gradients, hence DDP's averaged parameter gradient and the training
+trajectory, are those of ``anchors="global"``; only the returned value is
+each rank's part.
+
 Every rank must call the loss and backpropagate through it (the backward is a
 collective, as DDP's own). Centers: :func:`update_centers` and
 :class:`RunningCenters` fold the per-class statistics of all shards, gathered
