@@ -187,10 +187,12 @@ def test_a_block_gradient_matches_finite_differences(numpy_backend, kind, data, 
         assert abs(float(np.sum(grad * v)) - fd) <= 1e-5 * max(1.0, abs(fd))
 
 
-@pytest.mark.parametrize("kind", LOSSES)
+@pytest.mark.parametrize("kind", ["semihard", "contrastive"])
 def test_blocks_on_jax_match_brute_force(kind):
     """One fixed batch and block (one set of shapes to compile), "none" with
-    random upstream weights (every term and its gradient)."""
+    random upstream weights (every term and its gradient). Two of the losses
+    only: each costs seconds of compilation, and the other two share their
+    block code (label masks with an offset, the rectangular VJP)."""
     pytest.importorskip("jax")
     import jax
 
