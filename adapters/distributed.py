@@ -27,6 +27,27 @@ the same keyword options and defaults, applied to :math:`(X, Y)`:
   plain :math:`\partial L/\partial X_{\text{own rows}}` (for a loop that sums
   gradients itself, or no DDP).
 
+**Local anchors** (``anchors="local"``, the four labeled-batch losses): rank
+r's loss has only the anchors of its own rows :math:`A_r` (start = the rows of
+the ranks before it), against the whole gathered batch: it returns
+:math:`L_r` = the core loss with ``anchor_rows=(start, start + B_r)`` on
+:math:`(X, Y)` — O(B_r·B) distances per rank instead of O(B²), the same
+communication. ``"sum"``: the sum of the terms of its anchors; ``"mean"``:
+that sum over the number of terms of the global batch; ``"none"``: its
+anchors' terms (``"mean_nonzero"`` is refused). So :math:`\sum_r L_r = L`
+(``"none"``: the terms concatenate, in rank order, to those of L): an
+all-reduce (sum) of the detached values gives L. The backward routes every
+rank's gradient to the owner of the rows as above; as the ranks' objectives
+are now the parts of L, :math:`\sum_r \partial L_r/\partial X = \partial
+L/\partial X`, and ``grad_reduce`` keeps its meaning in terms of L:
+``"sum"`` gives :math:`W\,\partial L/\partial X_{\text{own rows}}` (the
+backward multiplies by W), ``"mean"`` gives :math:`\partial L/\partial
+X_{\text{own rows}}`. In general x_shard.grad :math:`= c \sum_r \partial
+J_r/\partial X_{\text{own rows}}` with c = W (``"sum"``) or 1 (``"mean"``).
+The gradients, hence DDP's averaged parameter gradient and the training
+trajectory, are those of ``anchors="global"``; only the returned value is
+each rank's part.
+
 Every rank must call the loss and backpropagate through it (the backward is a
 collective, as DDP's own). Centers: :func:`update_centers` and
 :class:`RunningCenters` fold the per-class statistics of all shards, gathered
@@ -75,6 +96,8 @@ __all__ = [
 Tensor = torch.Tensor
 
 GRAD_REDUCTIONS = ("sum", "mean")
+# whose anchors a rank's loss has: the global batch's, or its own shard's
+ANCHORS = ("global", "local")
 
 
 # --------------------------------------------------------------------------
@@ -165,8 +188,9 @@ class _AllGatherRows(torch.autograd.Function):
     rows of the gathered gradient summed over ranks (or averaged)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, rows: list[int], group: Any, grad_reduce: str) -> Tensor:
-        ctx.group, ctx.grad_reduce, ctx.rows = group, grad_reduce, rows
+    def forward(ctx: Any, x: Tensor, rows: list[int], group: Any, grad_reduce: str,
+                parts: bool = False) -> Tensor:
+        ctx.group, ctx.grad_reduce, ctx.rows, ctx.parts = group, grad_reduce, rows, parts
         ctx.rank = dist.get_rank(group)
         return _gather_padded(x.detach(), rows, group)
 
@@ -184,9 +208,14 @@ class _AllGatherRows(torch.autograd.Function):
         own = torch.empty_like(chunks[0])
         _reduce_scatter(own, chunks, ctx.group)
         own = own[: rows[ctx.rank]]
-        if ctx.grad_reduce == "mean":
+        # the sum over ranks is W·∂L/∂X when every rank computes L (global
+        # anchors), and ∂L/∂X when the ranks' losses are the parts of L (local
+        # anchors): "sum" gives W·∂L/∂X and "mean" ∂L/∂X either way
+        if ctx.grad_reduce == "mean" and not ctx.parts:
             own = own / len(rows)
-        return own, None, None, None
+        elif ctx.grad_reduce == "sum" and ctx.parts:
+            own = own * len(rows)
+        return own, None, None, None, None
 
 
 def _reduce_scatter(out: Tensor, chunks: list[Tensor], group: Any) -> None:
@@ -218,11 +247,11 @@ def all_gather_rows(
     Returns:
         ``(X [B, D], Y [B])`` with :math:`B = \sum_r B_r`, on ``x``'s device.
     """
-    return _gather(x, labels, group, grad_reduce, lambda: {})
+    return _gather(x, labels, group, grad_reduce, lambda: {})[:2]
 
 
 def _gather(x: Any, labels: Any, group: Any, grad_reduce: str,
-            more: Callable[[], dict]) -> tuple[Tensor, Tensor]:
+            more: Callable[[], dict], parts: bool = False) -> tuple[Tensor, Tensor, list[int]]:
     def local() -> dict:
         _checks.check_choice("grad_reduce", grad_reduce, GRAD_REDUCTIONS)
         return {**_shard_meta(x, labels), "grad_reduce": grad_reduce, **more()}
@@ -234,8 +263,9 @@ def _gather(x: Any, labels: Any, group: Any, grad_reduce: str,
             _same_everywhere(gathered, key, key if key != "others" else "centers", "value")
     rows = [m["rows"] for m in gathered]
     return (
-        _AllGatherRows.apply(x, rows, group, grad_reduce),
+        _AllGatherRows.apply(x, rows, group, grad_reduce, parts),
         _gather_padded(labels, rows, group),
+        rows,
     )
 
 
@@ -249,6 +279,12 @@ def wrap(twin: Callable) -> Callable:
     keyword-only ``group=None`` and ``grad_reduce="sum"``; ``x`` and ``labels``
     are this rank's shard, any further array (``centers``) is the same on every
     rank, and the result is ``twin`` of the global batch.
+
+    A twin with ``anchor_rows`` (the labeled-batch losses) has instead
+    ``anchors="global"`` (the loss of the global batch) or ``"local"`` (the
+    part of it whose anchors are this rank's rows, ``twin(X, Y,
+    anchor_rows=(start, stop))`` of the gathered batch; see the module
+    docstring and ``docs/distributed.md``).
     """
     params = _bind.parameters(twin)
     if params.arrays[:2] != ("x", "labels"):
@@ -256,33 +292,50 @@ def wrap(twin: Callable) -> Callable:
             f"twin: expected a function of (x, labels, ...), got {twin.__name__}"
             f"({', '.join(params.arrays)})"
         )
+    blocks = "anchor_rows" in params.option_names
     extra = (
+        *([inspect.Parameter("anchors", inspect.Parameter.KEYWORD_ONLY, default="global")]
+          if blocks else []),
         inspect.Parameter("group", inspect.Parameter.KEYWORD_ONLY, default=None),
         inspect.Parameter("grad_reduce", inspect.Parameter.KEYWORD_ONLY, default="sum"),
     )
+    signature = params.signature.replace(parameters=[
+        *(p for p in params.signature.parameters.values() if p.name != "anchor_rows"), *extra,
+    ])
 
     @functools.wraps(twin)
     def distributed(*args: Any, group: Any = None, grad_reduce: str = "sum", **kwargs: Any):
+        # bound against the public signature: no anchor_rows, anchors only
+        # where the twin has anchor blocks
+        bound = signature.bind(*args, group=group, grad_reduce=grad_reduce, **kwargs)
+        anchors = bound.arguments.get("anchors", "global")
+        kwargs.pop("anchors", None)
         arrays, options = _bind.bind(params, args, kwargs)
+        options.pop("anchor_rows", None)  # set below from the shards' sizes
         others = arrays[2:]
+        local = anchors == "local"
 
         def more() -> dict:
             # options and the shared arrays' layout checked on every rank
             # before any data moves: a rank whose forward raised would leave
             # the others waiting in the backward's reduce-scatter
+            _checks.check_choice("anchors", anchors, ANCHORS)
             _rt._require_tensors(params.arrays[2:], others)
+            block = {"anchor_rows": (0, 0)} if local else {}
             with torch.no_grad():  # the core's option checks, on an empty batch
-                twin(arrays[0][:0], arrays[1][:0], *others, **options)
-            return {"options": repr(sorted(options.items())),
+                twin(arrays[0][:0], arrays[1][:0], *others, **options, **block)
+            return {"options": repr(sorted({**options, "anchors": anchors}.items())),
                     "others": [(tuple(a.shape), str(a.dtype)) for a in others]}
 
-        x, labels = _gather(arrays[0], arrays[1], group, grad_reduce, more)
-        return twin(x, labels, *others, **options)
+        x, labels, rows = _gather(arrays[0], arrays[1], group, grad_reduce, more, local)
+        if not local:
+            return twin(x, labels, *others, **options)
+        start = sum(rows[: dist.get_rank(group)])
+        stop = start + int(arrays[0].shape[0])
+        return twin(x, labels, *others, **options, anchor_rows=(start, stop))
 
     distributed.__module__ = __name__
-    distributed.__signature__ = params.signature.replace(
-        parameters=[*params.signature.parameters.values(), *extra]
-    )
+    distributed.__signature__ = signature
     distributed.__doc__ = (
         f"``refloss.adapters.torch.{twin.__name__}`` of the global batch (the shards of "
         f"every rank in rank order), called on each rank with its shard; see "

@@ -529,3 +529,36 @@ def check_no_overflow(xp: Any, name: str, a: Any, what: str) -> None:
     """A result computed from finite inputs is still finite (no overflow)."""
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name}: expected values whose {what} stay finite, got an overflow")
+
+
+def check_row_range(name: str, value: Any, rows: int) -> tuple[int, int] | None:
+    """None, or a pair ``(start, stop)`` of ints with ``0 <= start <= stop <= rows``
+    (a block of rows of a batch of ``rows``), returned as a tuple of ints."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
+        isinstance(v, bool) or not isinstance(v, Integral) for v in value
+    ):
+        shown = type(value).__name__ if not isinstance(value, (tuple, list)) else repr(value)
+        raise TypeError(f"{name}: expected None or a pair (start, stop) of ints, got {shown}")
+    start, stop = int(value[0]), int(value[1])
+    if not 0 <= start <= stop <= rows:
+        raise ValueError(
+            f"{name}: expected 0 <= start <= stop <= {rows} (the rows of x), "
+            f"got ({start}, {stop})"
+        )
+    return start, stop
+
+
+def check_anchor_rows(value: Any, rows: int, reduction: str) -> tuple[int, int] | None:
+    """``anchor_rows`` of the labeled-batch losses: None or ``(start, stop)``
+    (:func:`check_row_range`); a block's reduction is a share of the batch's,
+    which "mean_nonzero" (its count and τ depend on every term) has not."""
+    block = check_row_range("anchor_rows", value, rows)
+    if block is not None and reduction == "mean_nonzero":
+        raise ValueError(
+            "reduction: expected 'none', 'sum' or 'mean' with anchor_rows (the count of "
+            "'mean_nonzero' and its tolerance depend on every term of the batch), "
+            "got 'mean_nonzero'"
+        )
+    return block

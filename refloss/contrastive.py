@@ -38,7 +38,13 @@ TFA, tf.contrib and Caffe: 1 = similar).
 :func:`contrastive_loss_all_pairs` takes a labeled batch and uses every
 unordered pair i < j, with same = (y_i == y_j), through the B×B distance
 matrix and an upper-triangle mask: O(B² + B·D) memory, no scatter, no
-data-dependent shapes.
+data-dependent shapes. With ``anchor_rows=(start, stop)`` it takes only the
+pairs whose lower index i is in start..stop-1 (the "anchor" of an unordered
+pair), from the b×B block of distances (O(b·B)): ``"none"`` gives those
+pairs in the same row-major order, ``"sum"`` their sum, ``"mean"`` their
+sum over B(B−1)/2, the pairs of the whole batch, so that the blocks of a
+partition of the rows add up (concatenate) to the full loss; the gradient
+reaches both ends of every pair (as anchor blocks in :mod:`refloss.triplet`).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from .distances import (
     pairwise_backward,
     pairwise_forward,
 )
+from .mining import block_grad
 from .normalization import normalize_backward, normalize_forward
 from .reductions import REDUCTIONS, nonzero_tolerance, reduce_backward, reduce_forward
 from .vjp import defvjp
@@ -310,15 +317,19 @@ def contrastive_loss(
 
 # Row blocks of the pair packing: at most this many, each of at least
 # _PAIR_BLOCK_FLOOR elements, so that its int64 index arrays stay a fraction of
-# one B×B float matrix (peak memory) and their number does not grow with B.
+# one B×B float matrix (of the b×B block with anchor_rows; peak memory) and
+# their number does not grow with B.
 _PAIR_BLOCKS = 4
 _PAIR_BLOCK_FLOOR = 1 << 22
 
 
-def _pair_row_blocks(n_rows):
-    """``[(r0, r1), ...]``: row blocks of at most max(B²/4, 2²²) entries."""
-    per = max(1, max(-(-n_rows * n_rows // _PAIR_BLOCKS), _PAIR_BLOCK_FLOOR) // max(n_rows, 1))
-    return [(r0, min(r0 + per, n_rows)) for r0 in range(0, n_rows, per)]
+def _pair_row_blocks(n_rows, rows=None):
+    """``[(r0, r1), ...]``: row blocks of rows start..stop-1 (``rows``, default
+    every row) of at most max(b·B/4, 2²²) entries, b = stop - start."""
+    start, stop = (0, n_rows) if rows is None else rows
+    cells = (stop - start) * n_rows
+    per = max(1, max(-(-cells // _PAIR_BLOCKS), _PAIR_BLOCK_FLOOR) // max(n_rows, 1))
+    return [(r0, min(r0 + per, stop)) for r0 in range(start, stop, per)]
 
 
 def _pair_starts(xp, n_rows, dev):
@@ -328,17 +339,23 @@ def _pair_starts(xp, n_rows, dev):
     return r, r * (2 * n_rows - r - 1) // 2
 
 
-def _pack_upper(xp, tmat, n_rows, dev):
+def _first_pair(n_rows, i):
+    """The row-major rank s_i of row i's first pair (B(B-1)/2 for i = B)."""
+    return i * (2 * n_rows - i - 1) // 2
+
+
+def _pack_upper(xp, tmat, n_rows, dev, rows=None):
     r"""The entries (i, j > i) of ``tmat`` in row-major order (``[B(B-1)/2]``),
     gathered in row blocks: pair k of rows r0..r1-1 is row
     :math:`i = \#\{s \le k\} - 1` (a 1-D ``searchsorted`` in the row starts
-    s) and column :math:`j = k - s_i + i + 1`."""
+    s) and column :math:`j = k - s_i + i + 1`. With ``rows=(start, stop)``
+    ``tmat`` is the b×B block of those rows and only their pairs are packed
+    (the same order, k from s_start)."""
+    start = 0 if rows is None else rows[0]
     r, starts = _pair_starts(xp, n_rows, dev)
-    n_pairs = n_rows * (n_rows - 1) // 2
     parts = []
-    for r0, r1 in _pair_row_blocks(n_rows):
-        k0 = r0 * (2 * n_rows - r0 - 1) // 2
-        k1 = r1 * (2 * n_rows - r1 - 1) // 2 if r1 < n_rows else n_pairs
+    for r0, r1 in _pair_row_blocks(n_rows, rows):
+        k0, k1 = _first_pair(n_rows, r0), _first_pair(n_rows, r1)
         if k1 <= k0:
             continue
         k = xp.arange(k0, k1, dtype=r.dtype, device=dev)
@@ -346,18 +363,19 @@ def _pack_upper(xp, tmat, n_rows, dev):
         j = k - xp.take(starts, i) + i + 1
         flat = (i - r0) * n_rows + j
         del k, i, j
-        parts.append(xp.take(xp.reshape(tmat[r0:r1, :], (-1,)), flat))
+        parts.append(xp.take(xp.reshape(tmat[r0 - start : r1 - start, :], (-1,)), flat))
     return xp.concat(parts) if len(parts) > 1 else parts[0]
 
 
-def _unpack_upper(xp, w, n_rows, dev):
-    """The B×B matrix holding pair k's ``w[k]`` at its (i, j > i), garbage
-    below the diagonal (to be masked): a gather at the rank
-    :math:`s_i + j - i - 1`, in row blocks."""
+def _unpack_upper(xp, w, n_rows, dev, rows=None):
+    """The B×B matrix (b×B for ``rows=(start, stop)``) holding pair k's
+    ``w[k]`` at its (i, j > i), garbage below the diagonal (to be masked): a
+    gather at the rank :math:`s_i + j - i - 1` (less s_start), in row blocks."""
+    first = 0 if rows is None else _first_pair(n_rows, rows[0])
     r, starts = _pair_starts(xp, n_rows, dev)
     parts = []
-    for r0, r1 in _pair_row_blocks(n_rows):
-        rank = starts[r0:r1, None] + (r[None, :] - r[r0:r1, None] - 1)
+    for r0, r1 in _pair_row_blocks(n_rows, rows):
+        rank = starts[r0:r1, None] - first + (r[None, :] - r[r0:r1, None] - 1)
         rank = _ops.clip(xp, rank, 0, w.shape[0] - 1)
         parts.append(xp.reshape(xp.take(w, xp.reshape(rank, (-1,))), (r1 - r0, n_rows)))
         del rank
@@ -376,6 +394,7 @@ def _all_pairs_fwd(
     reduction="mean",
     scale=1.0,
     check=True,
+    anchor_rows=None,
 ):
     xp = _checks.namespace(x=x, labels=labels)
     _check_embeddings(xp, "x", x)
@@ -383,6 +402,7 @@ def _all_pairs_fwd(
     margin, pos_margin, power, scale = _check_options(
         margin, pos_margin, power, metric, normalize, reduction, scale
     )
+    block = _checks.check_anchor_rows(anchor_rows, x.shape[0], reduction)
     fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     fetch.finite("x", x)
 
@@ -395,23 +415,26 @@ def _all_pairs_fwd(
     nres = None
     if normalize:
         xc, nres = normalize_forward(xp, xc)
-    if n_rows == 0:
+    start, stop = (0, n_rows) if block is None else block
+    if stop == start:
         # nothing to measure (and pairwise_forward's dense exact path, taken
         # for JAX arrays, does not handle an empty batch)
-        dmat, dres = xp.zeros((0, 0), dtype=cdt, device=dev), xc
-    else:
+        dmat, dres = xp.zeros((0, n_rows), dtype=cdt, device=dev), xc
+    elif block is None:
         dmat, dres = pairwise_forward(xp, xc, None, metric, fetch)
+    else:  # the anchor rows' pairs only: a b×B block
+        dmat, dres = pairwise_forward(xp, xc[start:stop, :], xc, metric, fetch)
     fetch.done()
     r = xp.arange(n_rows, device=dev)
-    upper = r[:, None] < r[None, :]
-    same = labels[:, None] == labels[None, :]
+    upper = r[start:stop, None] < r[None, :]
+    same = labels[start:stop, None] == labels[None, :]
     tmat, tres = terms_forward(xp, dmat, same, margin, pos_margin, power, scale)
     tmat = xp.where(upper, tmat, 0.0)
     if reduction == "none":
-        if n_pairs == 0:
+        if _first_pair(n_rows, stop) == _first_pair(n_rows, start):  # no pair in these rows
             terms, packed = xp.zeros((0,), dtype=cdt, device=dev), False
         else:
-            terms, packed = _pack_upper(xp, tmat, n_rows, dev), True
+            terms, packed = _pack_upper(xp, tmat, n_rows, dev, block), True
         value, rres = reduce_forward(xp, terms, reduction)
     else:
         packed = False
@@ -421,12 +444,12 @@ def _all_pairs_fwd(
         )
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
     del tmat
-    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed)
+    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed, block)
     return xp.astype(value, dtype), res
 
 
 def _all_pairs_bwd(residuals, g):
-    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed = residuals
+    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed, block = residuals
     w = reduce_backward(xp, rres, g, terms)
     n_rows = upper.shape[0]
     if not packed:
@@ -436,13 +459,15 @@ def _all_pairs_bwd(residuals, g):
             wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
     else:
         # gather, not scatter: entry (i, j > i) reads the weight of its rank
-        wmat = _unpack_upper(xp, xp.reshape(w, (-1,)), n_rows, _device(terms))
+        wmat = _unpack_upper(xp, xp.reshape(w, (-1,)), upper.shape[1], _device(terms), block)
     wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
     if n_rows == 0:
-        gx = xp.zeros_like(dres)  # dres is the (0, D) input itself
+        gx = xp.zeros_like(dres)  # dres is the input itself (no row to measure)
     else:
         wmat = terms_backward(xp, tres, dmat, wmat)
-        gx, _ = pairwise_backward(xp, dres, wmat)
+        gx, gy = pairwise_backward(xp, dres, wmat)
+        if block is not None:
+            gx = block_grad(xp, gx, gy, block)
     if nres is not None:
         gx = normalize_backward(xp, nres, gx)
     return xp.astype(gx, dtype), None
@@ -461,6 +486,7 @@ def contrastive_loss_all_pairs(
     reduction: str = "mean",
     scale: float = 1.0,
     check: bool = True,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Contrastive loss over every unordered pair i < j of a labeled batch.
 
@@ -503,9 +529,13 @@ def contrastive_loss_all_pairs(
             :func:`contrastive_loss`.
         reduction: ``"mean"`` (default), ``"sum"``, ``"mean_nonzero"`` or
             ``"none"``.
+        anchor_rows: None (default) or ``(start, stop)``: only the pairs
+            (i, j), i < j, whose lower index i is in start..stop-1 (module
+            docstring; not with ``"mean_nonzero"``).
 
     Returns:
-        A 0-d array (``[B(B-1)/2]`` for ``"none"``) in the namespace, device
+        A 0-d array (``[B(B-1)/2]`` for ``"none"``; with ``anchor_rows`` the
+        block's pairs, in the same row-major order) in the namespace, device
         and dtype of ``x``.
 
     Example:
@@ -530,4 +560,5 @@ def contrastive_loss_all_pairs(
         reduction=reduction,
         scale=scale,
         check=check,
+        anchor_rows=anchor_rows,
     )[0]

@@ -186,33 +186,61 @@ def check_labeled_batch(
     return xp, labels, fetch
 
 
-def embed_forward(xp: Any, x: Any, metric: str, normalize: bool, fetch: Any = None):
+def embed_forward(xp: Any, x: Any, metric: str, normalize: bool, fetch: Any = None,
+                  rows: tuple[int, int] | None = None):
     """``(D, residuals)``: optional L2 normalisation, then the B×B distances
-    (whose sizes are read in ``fetch``'s one read)."""
+    (whose sizes are read in ``fetch``'s one read), or with
+    ``rows=(start, stop)`` the b×B block of rows start..stop-1 (anchors)
+    against every row (b = stop - start)."""
     nres = None
     if normalize:
         x, nres = normalize_forward(xp, x)
-    d, dres = pairwise_forward(xp, x, None, metric, fetch)
-    return d, (nres, dres)
+    if rows is None:
+        d, dres = pairwise_forward(xp, x, None, metric, fetch)
+        return d, (nres, dres)
+    d, dres = pairwise_forward(xp, x[rows[0]:rows[1], :], x, metric, fetch)
+    return d, (nres, dres, rows)
 
 
 def embed_backward(xp: Any, residuals: Any, g: Any) -> Any:
-    """∂L/∂x from G = ∂L/∂D (B×B): two GEMMs, then the normalisation's chain rule."""
-    nres, dres = residuals
-    gx, _ = pairwise_backward(xp, dres, g)
+    """∂L/∂x from G = ∂L/∂D (B×B, or the b×B block): two GEMMs, then the
+    normalisation's chain rule. A block's rows receive the gradient of both
+    their roles (anchor row and column), joined by concatenation, not scatter."""
+    nres, dres = residuals[0], residuals[1]
+    gx, gy = pairwise_backward(xp, dres, g)
+    if len(residuals) > 2:
+        gx = block_grad(xp, gx, gy, residuals[2])
     if nres is not None:
         gx = normalize_backward(xp, nres, gx)
     return gx
 
 
-def label_masks(xp: Any, labels: Any, like: Any):
+def block_grad(xp: Any, g_rows: Any, g_cols: Any, rows: tuple[int, int]) -> Any:
+    """∂L/∂x of a b×B block D[i, j] = d(x_{start+i}, x_j): the columns' part
+    ``g_cols`` ([B, dim]) plus the anchor rows' part ``g_rows`` ([b, dim])
+    placed at rows start..stop-1 (zeros concatenated around it, no scatter)."""
+    start, stop = rows
+    n, dim = g_cols.shape
+    parts = [g_rows]
+    if start:
+        parts.insert(0, xp.zeros((start, dim), dtype=g_cols.dtype, device=_device(g_cols)))
+    if stop < n:
+        parts.append(xp.zeros((n - stop, dim), dtype=g_cols.dtype, device=_device(g_cols)))
+    return g_cols + (xp.concat(parts, axis=0) if len(parts) > 1 else g_rows)
+
+
+def label_masks(xp: Any, labels: Any, like: Any, offset: int = 0):
     """``(pos, neg, cols)``: positives p != a with y_p = y_a, negatives y_n != y_a,
-    and the column indices ``arange(B)`` (default index dtype)."""
+    and the column indices ``arange(B)`` (default index dtype).
+
+    ``like`` is the distance matrix, or a block of its rows: row i is anchor
+    ``offset + i`` (its own column), the columns are the whole batch."""
     b = labels.shape[0]
     idx = _checks.default_index_dtype(xp, _device(like))
     cols = xp.arange(b, dtype=idx, device=_device(like))
-    same = labels[:, None] == labels[None, :]
-    pos = same & (cols[:, None] != cols[None, :])
+    rows = cols[offset : offset + like.shape[0]]
+    same = labels[offset : offset + like.shape[0]][:, None] == labels[None, :]
+    pos = same & (rows[:, None] != cols[None, :])
     return pos, ~same, cols
 
 
@@ -225,7 +253,7 @@ def arg_extreme(xp: Any, d: Any, mask: Any, cols: Any, *, largest: bool):
     over ``mask``; ties go to the lowest column; rows with an empty mask get
     value 0, index 0 and ``has`` False. The value is gathered at the index
     (so autograd through it reaches exactly that entry)."""
-    b = d.shape[0]
+    b = d.shape[1]  # past every column: the sentinel of an empty row
     fill = -float("inf") if largest else float("inf")
     masked = xp.where(mask, d, fill)
     best = xp.max(masked, axis=1) if largest else xp.min(masked, axis=1)
@@ -242,18 +270,20 @@ class BatchHard:
 
     With ``anchor_as_positive=True`` the anchor is one of its own positives
     at distance exactly 0 (whatever ``d[a, a]`` holds: a zero row's cosine
-    self-distance is 1); ``pos[a] == a`` then marks that choice.
+    self-distance is 1); ``pos[a] == a`` then marks that choice. ``d`` may be
+    a block of rows, row i being anchor ``offset + i`` (:func:`label_masks`).
     """
 
     __slots__ = ("d_an", "d_ap", "neg", "pos", "valid")
 
     def __init__(
-        self, xp: Any, d: Any, labels: Any, *, anchor_as_positive: bool = False
+        self, xp: Any, d: Any, labels: Any, *, anchor_as_positive: bool = False,
+        offset: int = 0,
     ) -> None:
-        pos_mask, neg_mask, cols = label_masks(xp, labels, d)
+        pos_mask, neg_mask, cols = label_masks(xp, labels, d, offset)
         d_pos = d
         if anchor_as_positive:
-            eye = cols[:, None] == cols[None, :]
+            eye = cols[offset : offset + d.shape[0]][:, None] == cols[None, :]
             pos_mask = pos_mask | eye
             d_pos = xp.where(eye, 0.0, d)
         self.d_ap, self.pos, has_p = arg_extreme(xp, d_pos, pos_mask, cols, largest=True)
@@ -270,17 +300,18 @@ class SemiHard:
     ``n_neg`` (negatives per anchor), ``fallback`` (per anchor, the sorted
     position of the lowest-index largest negative), ``d_an`` (B×B:
     :math:`d_{an^*}`, 0 where not valid) and, with ``with_index=True``,
-    ``neg`` (B×B: the index n*).
+    ``neg`` (B×B: the index n*). ``d`` may be a block of rows (b×B), row i
+    being anchor ``offset + i``.
     """
 
     __slots__ = ("d_an", "fallback", "n_neg", "neg", "order", "sorted_neg", "valid")
 
     def __init__(
         self, xp: Any, d: Any, labels: Any, *, with_index: bool = False,
-        portable: bool = False,
+        portable: bool = False, offset: int = 0,
     ) -> None:
-        b = d.shape[0]
-        pos_mask, neg_mask, _ = label_masks(xp, labels, d)
+        b = d.shape[1]  # the columns: positions in a sorted row
+        pos_mask, neg_mask, _ = label_masks(xp, labels, d, offset)
         idx = _checks.default_index_dtype(xp, _device(d))
         self.n_neg = xp.astype(xp.count_nonzero(neg_mask, axis=1), idx)
         self.valid = pos_mask & (self.n_neg > 0)[:, None]
@@ -322,13 +353,16 @@ class PositiveTable:
     columns. W is a Python int read from the labels, so the table needs
     concrete labels (not a JAX tracer). With ``upper=True`` only the members
     of index greater than the anchor are positives (the unordered pairs
-    a < p of batch-all).
+    a < p of batch-all). ``d`` may be a block of rows (b×B): the table then
+    has the block's anchors ``offset + i`` as rows, and W stays the largest
+    class of the whole batch.
     """
 
     __slots__ = ("d", "members", "rank", "valid", "width")
 
     def __init__(
-        self, xp: Any, d: Any, labels: Any, *, upper: bool = False, width: int | None = None
+        self, xp: Any, d: Any, labels: Any, *, upper: bool = False,
+        width: int | None = None, offset: int = 0,
     ) -> None:
         b = labels.shape[0]
         dev = _device(d)
@@ -340,11 +374,14 @@ class PositiveTable:
         # W read in the call's one fetch (class_width), else here
         self.width = int(xp.max(count)) if width is None else width
         j = xp.arange(self.width, dtype=idx, device=dev)
-        slot = _ops.clip(xp, start[:, None] + j[None, :], 0, b - 1)
-        self.members = xp.reshape(xp.take(order, xp.reshape(slot, (-1,))), (b, self.width))
-        rows = xp.arange(b, dtype=idx, device=dev)
+        stop = offset + d.shape[0]  # the anchors: rows offset .. stop - 1
+        slot = _ops.clip(xp, start[offset:stop, None] + j[None, :], 0, b - 1)
+        self.members = xp.reshape(
+            xp.take(order, xp.reshape(slot, (-1,))), (d.shape[0], self.width)
+        )
+        rows = xp.arange(b, dtype=idx, device=dev)[offset:stop]
         other = (self.members > rows[:, None]) if upper else (self.members != rows[:, None])
-        self.valid = (j[None, :] < count[:, None]) & other
+        self.valid = (j[None, :] < count[offset:stop, None]) & other
         inverse = xp.argsort(order, stable=True)
         self.rank = xp.astype(inverse, idx) - start
         self.d = xp.take_along_axis(d, self.members, axis=1)
@@ -363,6 +400,19 @@ def class_width(xp: Any, labels: Any) -> Any:
     s = xp.sort(labels)
     count = xp.searchsorted(s, s, side="right") - xp.searchsorted(s, s, side="left")
     return xp.max(count)
+
+
+def class_sizes(xp: Any, labels: Any):
+    """``(count, rank)`` per row i: the size of i's class ``#{j : y_j = y_i}`` and
+    its rank in it ``#{j < i : y_j = y_i}`` (default index dtype), in O(B log B)
+    from a stable sort: the labels alone give how many terms a batch has."""
+    idx = _checks.default_index_dtype(xp, _device(labels))
+    order = xp.astype(xp.argsort(labels, stable=True), idx)
+    sorted_labels = xp.take(labels, order)
+    start = xp.astype(xp.searchsorted(sorted_labels, labels, side="left"), idx)
+    count = xp.astype(xp.searchsorted(sorted_labels, labels, side="right"), idx) - start
+    rank = xp.astype(xp.argsort(order, stable=True), idx) - start
+    return count, rank
 
 
 def compact_ok(xp: Any, labels: Any) -> bool:

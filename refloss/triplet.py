@@ -30,6 +30,35 @@ with :math:`y_p = y_a`, a negative has :math:`y_n \ne y_a`; anchors (or
 pairs) without a positive or a negative give no term and are not counted;
 no valid term at all gives the loss 0 and the gradient 0; ties in a max/min
 go to the lowest index on every backend (see :mod:`refloss.mining`).
+
+Anchor blocks (``anchor_rows=(start, stop)``, ints with
+:math:`0 \le start \le stop \le B`; also on
+:func:`refloss.contrastive_loss_all_pairs`): the loss keeps only the terms
+whose anchor a is in :math:`A = \{start, \dots, stop-1\}` (b = stop − start
+anchors). Positives and negatives still range over the whole batch, the
+anchor's own column a is never its own positive (but for batch-hard's
+``anchor_as_positive``, at distance 0), and every max/min/semi-hard choice is
+made over the whole batch — so each term is the full batch's term of that
+anchor. Only the b×B block :math:`D_{ij} = d(x_{start+i}, x_j)` is formed:
+O(b·B) distances and memory instead of O(B²) (its row-block work in blocks
+of b·B/4 entries; the same one device→host read as a full call).
+Reductions: ``"none"`` gives the block's rows of the full result (``[b]``
+batch-hard, ``[b, B]`` batch-all and semi-hard); ``"sum"`` the sum of the block's terms;
+``"mean"`` that sum divided by N, the number of terms of the **whole**
+batch (valid anchors, counted positive pairs, valid triplets), counted from
+the labels alone. Hence for any partition of the rows into blocks
+:math:`\sum_{blocks} L_A = L` ("sum", "mean") and the blocks' ``"none"``
+concatenate to the full one. ``"mean_nonzero"`` is refused (its count and τ
+depend on every term). Gradient: :math:`G = \partial L_A/\partial D` (b×B,
+the same construction as above) goes through the rectangular distance VJP,
+:math:`\partial L_A/\partial X = (\text{row part placed at rows } A) +
+\text{column part}`: the anchors *and* every positive and negative row of
+the batch receive gradient, and :math:`\sum_{blocks} \partial L_A/\partial X
+= \partial L/\partial X`. The block's distances are
+``pairwise_distances(x[start:stop], x)``, equal to the full matrix's rows to
+rounding (~1e-16 relative), not bit for bit: the identities hold to rounding,
+and where two candidates tie exactly in exact arithmetic the block may pick
+the other one.
 """
 
 from __future__ import annotations
@@ -47,6 +76,7 @@ from .mining import (
     SemiHard,
     check_bool,
     check_labeled_batch,
+    class_sizes,
     class_width,
     compact_ok,
     embed_backward,
@@ -166,22 +196,46 @@ def _check_options(margin, soft, reduction):
 
 
 def _labeled_forward(
-    x, labels, margin, metric, soft, normalize, reduction, check=True, table=False
+    x, labels, margin, metric, soft, normalize, reduction, check=True, table=False,
+    anchor_rows=None,
 ):
     """Validation and distances of a labeled loss, with the call's one read
     (checks, distance sizes and, with ``table``, the positive table's
-    width W: an int, or None where the table does not apply)."""
+    width W: an int, or None where the table does not apply). With
+    ``anchor_rows=(start, stop)`` D is the b×B block of those anchors'
+    rows (the same one read; W is still the whole batch's largest class)."""
     xp, labels, fetch = check_labeled_batch(x, labels, metric, normalize, check)
     margin = _check_options(margin, soft, reduction)
+    rows = _checks.check_anchor_rows(anchor_rows, x.shape[0], reduction)
     table = table and labels.shape[0] > 0 and compact_ok(xp, labels)
-    if table:
-        fetch.want("width", class_width(xp, labels), labels.shape[0])
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
-    d, eres = embed_forward(xp, xc, metric, normalize, fetch)
+    if rows is not None and rows[0] == rows[1]:  # no anchor: nothing to measure
+        fetch.done()  # the checks still run
+        d = xp.zeros((0, x.shape[0]), dtype=xc.dtype, device=_device(x))
+        return xp, dtype, margin, d, None, labels, None
+    if table:
+        fetch.want("width", class_width(xp, labels), labels.shape[0])
+    d, eres = embed_forward(xp, xc, metric, normalize, fetch, rows)
     fetch.done()
     width = fetch.value("width") if table else None
     return xp, dtype, margin, d, eres, labels, width
+
+
+def _batch_count(xp, labels, kind, *, anchor_as_positive=False, upper=False):
+    """The number of terms of the whole batch, from its labels alone: the
+    "mean" divisor of an anchor block (so that the blocks' means add up to
+    the batch's). ``kind``: "hard" (valid anchors), "semihard" (counted
+    positive pairs) or "all" (valid triplets)."""
+    count, rank = class_sizes(xp, labels)
+    n = labels.shape[0]
+    has_neg = count < n
+    if kind == "hard":
+        return xp.count_nonzero(((count > 1) | anchor_as_positive) & has_neg)
+    positives = count - 1 - rank if upper else count - 1  # upper: p > a only
+    if kind == "semihard":
+        return xp.sum(xp.where(has_neg, positives, 0))
+    return xp.sum(positives * (n - count))
 
 
 def _empty(xp, x, d, reduction, shape):
@@ -338,21 +392,25 @@ def triplet_margin_loss(
 
 def _batch_hard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean", anchor_as_positive=False, check=True,
+    reduction="mean", anchor_as_positive=False, check=True, anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels, _ = _labeled_forward(
-        x, labels, margin, metric, soft, normalize, reduction, check
+        x, labels, margin, metric, soft, normalize, reduction, check,
+        anchor_rows=anchor_rows,
     )
     check_bool("anchor_as_positive", anchor_as_positive)
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0,))
-    sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive)
+    sel = BatchHard(xp, d, labels, anchor_as_positive=anchor_as_positive, offset=offset)
     z = _argument(sel.d_ap, sel.d_an, margin, soft)
     terms = xp.where(sel.valid, _hinge(xp, z, soft), 0.0)
     tol = _tol(xp, reduction, d, margin, soft)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
-    res = (xp, dtype, (eres, sel, z, soft, terms, rres))
+    count = xp.count_nonzero(sel.valid) if anchor_rows is None else _batch_count(
+        xp, labels, "hard", anchor_as_positive=anchor_as_positive)
+    value, rres = _reduce(xp, terms, reduction, count, tol)
+    res = (xp, dtype, (eres, sel, z, soft, terms, rres, (offset, d.shape[1])))
     return xp.astype(value, dtype), res
 
 
@@ -360,16 +418,16 @@ def _batch_hard_bwd(residuals, g):
     xp, dtype, res = residuals
     if not isinstance(res, tuple):  # empty batch
         return res, None
-    eres, sel, z, soft, terms, rres = res
+    eres, sel, z, soft, terms, rres, (offset, n) = res
     w = reduce_backward(xp, rres, g, terms)
     w = xp.where(sel.valid, w * _hinge_grad(xp, z, soft), 0.0)
-    b = terms.shape[0]
-    cols = xp.arange(b, dtype=sel.pos.dtype, device=_device(terms))
+    cols = xp.arange(n, dtype=sel.pos.dtype, device=_device(terms))
+    own = cols[offset : offset + terms.shape[0]]  # each anchor's own column
     # +w at (a, p_a), -w at (a, n_a): p_a != n_a, so two nested wheres; the
     # anchor as its own positive (p_a = a, anchor_as_positive) has the
     # constant distance 0 and gets nothing
     gd = xp.where(cols[None, :] == sel.neg[:, None], -w[:, None], 0.0)
-    hit = (cols[None, :] == sel.pos[:, None]) & (cols[None, :] != cols[:, None])
+    hit = (cols[None, :] == sel.pos[:, None]) & (cols[None, :] != own[:, None])
     gd = xp.where(hit, w[:, None], gd)
     gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
@@ -387,6 +445,7 @@ def batch_hard_triplet_loss(
     reduction: str = "mean",
     anchor_as_positive: bool = False,
     check: bool = True,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Batch-hard triplet loss (Hermans et al. 2017): one term per valid anchor.
 
@@ -431,6 +490,9 @@ def batch_hard_triplet_loss(
             0), default False.
         check: check that ``x`` is finite (default True; docs/errors.md,
             "Checks and syncs").
+        anchor_rows: None (default: every row is an anchor) or
+            ``(start, stop)``: only the anchors start..stop-1, against the
+            whole batch ("Anchor blocks" in :mod:`refloss.triplet`).
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and
@@ -447,6 +509,7 @@ def batch_hard_triplet_loss(
     return _batch_hard_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
         reduction=reduction, anchor_as_positive=anchor_as_positive, check=check,
+        anchor_rows=anchor_rows,
     )[0]
 
 
@@ -456,36 +519,40 @@ def batch_hard_triplet_loss(
 
 def _semihard_fwd(
     x, labels, *, margin=1.0, metric="euclidean", normalize=False, reduction="mean",
-    check=True,
+    check=True, anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels, width = _labeled_forward(
         x, labels, margin, metric, False, normalize, reduction, check,
-        table=reduction != "none",
+        table=reduction != "none", anchor_rows=anchor_rows,
     )
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
-        return _empty(xp, x, d, reduction, (0, 0))
+        return _empty(xp, x, d, reduction, (0, d.shape[1]))
+    count = None if anchor_rows is None else _batch_count(xp, labels, "semihard")
     if width is not None:
         # positives from the B×W table, negatives by value: one value sort
-        tab = PositiveTable(xp, d, labels, width=width)
-        pos, neg, _ = label_masks(xp, labels, d)
+        tab = PositiveTable(xp, d, labels, width=width, offset=offset)
+        pos, neg, _ = label_masks(xp, labels, d, offset)
         valid, d_an, tied, n_star = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
         value, rres = _reduce(
-            xp, terms, reduction, xp.count_nonzero(valid), _tol(xp, reduction, d, margin, False)
+            xp, terms, reduction, xp.count_nonzero(valid) if count is None else count,
+            _tol(xp, reduction, d, margin, False),
         )
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
-        sel = (tab, pos, neg, d_an, tied, labels, n_star)
+        sel = (tab, pos, neg, d_an, tied, (labels, offset), n_star)
         res = (xp, dtype, (eres, d, sel, active, rres))
         return xp.astype(value, dtype), res
-    sel = SemiHard(xp, d, labels)
+    sel = SemiHard(xp, d, labels, offset=offset)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
     tol = _tol(xp, reduction, d, margin, False)
-    value, rres = _reduce(xp, terms, reduction, xp.count_nonzero(sel.valid), tol)
+    count = xp.count_nonzero(sel.valid) if count is None else count
+    value, rres = _reduce(xp, terms, reduction, count, tol)
     active = sel.valid & (z > 0)
     del z
     # the backward needs the sorted order, not d_an* (one B×B float less)
@@ -508,7 +575,7 @@ def _semihard_compact(xp, d, neg, tab):
     read off a stable sort (the first of its run of equal values), so that
     the backward needs no count read back (:func:`_semihard_grad_compact`).
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns: positions in a sorted row
     n_neg = xp.count_nonzero(neg, axis=1)
     order = None
     if tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp):
@@ -558,7 +625,7 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
         # passes' count back would stall the backward): the weights summed
         # by n* as by value, with the column index as the value (exact in
         # floating point: n* < B)
-        b = d.shape[0]
+        b = d.shape[1]  # the columns (d may be a block of anchor rows)
         idx = xp.astype(xp.arange(b, device=_device(d)), d.dtype)
         columns = xp.zeros_like(d) + idx[None, :]
         return dense_w - _negatives_by_value(
@@ -566,7 +633,7 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
         )
     values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
     if values.shape[1] > _TIED_PASSES:
-        sel = SemiHard(xp, d, labels)
+        sel = SemiHard(xp, d, labels[0], offset=labels[1])
         return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
     h = _negatives_by_value(xp, d, neg, d_an, xp.where(tied, 0.0, weights))
     if values.shape[1]:
@@ -611,7 +678,7 @@ def _negatives_by_index(xp, d, neg, values, weights):
     r"""``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``, n_j(a) the lowest-index
     negative of a at distance ``values[a, j]``: per column j one ``argmax``
     of a B×B equality mask (ties go to the lowest index)."""
-    b = d.shape[0]
+    b = d.shape[1]
     idx = _checks.default_index_dtype(xp, _device(d))
     cols = xp.arange(b, dtype=idx, device=_device(d))
     h = xp.zeros_like(d)
@@ -678,7 +745,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
     (d_ap >= the largest negative) lands on the fallback slot. The inverse
     permutation of the negatives' sort maps slots back to columns.
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns (d may be a block of anchor rows)
     cols = xp.arange(b, dtype=sel.order.dtype, device=_device(d))
 
     def block(r0, r1):  # rows are independent: a few row blocks (peak memory)
@@ -710,7 +777,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
         rank = xp.argsort(sel.order[r0:r1, :], axis=1, stable=True)  # inverse permutation
         return xp.take_along_axis(by_slot, rank, axis=1)
 
-    return _by_row_blocks(xp, block, b, b, d)
+    return _by_row_blocks(xp, block, d.shape[0], b, d)
 
 
 @defvjp(_semihard_fwd, _semihard_bwd)
@@ -723,6 +790,7 @@ def semihard_triplet_loss(
     normalize: bool = False,
     reduction: str = "mean",
     check: bool = True,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Semi-hard triplet loss (FaceNet, as TensorFlow defines it): one term per positive pair.
 
@@ -764,6 +832,9 @@ def semihard_triplet_loss(
             is not a counted positive pair**.
         check: check that ``x`` is finite (default True; docs/errors.md,
             "Checks and syncs").
+        anchor_rows: None (default) or ``(start, stop)``: only the anchors
+            start..stop-1 against the whole batch ("Anchor blocks" in
+            :mod:`refloss.triplet`; not with ``"mean_nonzero"``).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -781,6 +852,7 @@ def semihard_triplet_loss(
     return _semihard_fwd(
         x, labels, margin=margin, metric=metric, normalize=normalize, reduction=reduction,
         check=check,
+        anchor_rows=anchor_rows,
     )[0]
 
 
@@ -790,37 +862,39 @@ def semihard_triplet_loss(
 
 def _batch_all_fwd(
     x, labels, *, margin=1.0, metric="euclidean", soft=False, normalize=False,
-    reduction="mean_nonzero", pairs="ordered", check=True,
+    reduction="mean_nonzero", pairs="ordered", check=True, anchor_rows=None,
 ):
     xp, dtype, margin, d, eres, labels, width = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction, check,
-        table=soft or reduction != "none",
+        table=soft or reduction != "none", anchor_rows=anchor_rows,
     )
     _checks.check_choice("pairs", pairs, PAIRS)
     upper = pairs == "unordered"
+    offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
     if b == 0:
-        return _empty(xp, x, d, reduction, (0, 0))
-    pos, neg, cols = label_masks(xp, labels, d)
+        return _empty(xp, x, d, reduction, (0, d.shape[1]))
+    pos, neg, cols = label_masks(xp, labels, d, offset)
     if upper:  # each unordered pair once, the lower index as anchor
-        pos = pos & (cols[:, None] < cols[None, :])
+        pos = pos & (cols[offset : offset + b, None] < cols[None, :])
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
-    n_valid = xp.sum(n_pos * n_neg)
+    n_valid = xp.sum(n_pos * n_neg) if anchor_rows is None else _batch_count(
+        xp, labels, "all", upper=upper)
     # "mean_nonzero" counts the triplets with l_apn > τ, i.e. d_an < t_ap - τ
     tol = _tol(xp, reduction, d, margin, soft)
     if soft:
         # the positives as the B×W table: B·W·B triplets instead of B³
         tab = None
         if width is not None:
-            tab = PositiveTable(xp, d, labels, upper=upper, width=width)
+            tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
         terms, n_nonzero = _batch_all_soft(xp, d, pos, neg, tol, tab)
         if reduction == "none" and tab is not None:
             terms = tab.to_dense(xp, terms, pos)
         state = ("soft", tab)
     elif width is not None:
         # the per-pair sums are only summed: keep them in the B×W table
-        tab = PositiveTable(xp, d, labels, upper=upper, width=width)
+        tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
         terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
         state = (k, margin, tab)
     else:
@@ -957,10 +1031,12 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
     return tab.to_dense(xp, xp.astype(k, dt), pos) - above
 
 
-def _block_elements(a, b):
-    """Elements of one block of B×B-sized work on the device of ``a`` (see _BLOCKS)."""
+def _block_elements(a, cells):
+    """Elements of one block of work the size of ``cells`` distances (B×B, or
+    b×B for an anchor block: its blocks stay O(b·B)) on the device of ``a``
+    (see _BLOCKS)."""
     floor = _BLOCK_FLOOR_CPU if _on_cpu(a) else _BLOCK_FLOOR
-    return max(-(-b * b // _BLOCKS), floor)
+    return max(-(-cells // _BLOCKS), floor)
 
 
 def _on_cpu(a):
@@ -974,7 +1050,7 @@ def _on_cpu(a):
 def _row_ranges(like, rows, width):
     """``[(r0, r1), ...]``: at most ``_BLOCKS`` row blocks of a ``rows × width``
     array (:func:`_block_elements` of ``like``'s device)."""
-    step = max(1, _block_elements(like, rows) // max(width, 1))
+    step = max(1, _block_elements(like, rows * width) // max(width, 1))
     return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
 
 
@@ -995,9 +1071,9 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
     search (side "right") how many thresholds are <= d_an:
     ``Σ_{t > d_an} W = CW[B] - CW[#{t <= d_an}]``. In row blocks, as the forward.
     """
-    b = d.shape[0]
+    b = d.shape[1]  # the columns (d may be a block of anchor rows)
     parts = []
-    for r0, r1 in _row_ranges(d, b, d.shape[1]):
+    for r0, r1 in _row_ranges(d, d.shape[0], b):
         dr, pr = d[r0:r1, :], pos[r0:r1, :]
         if g is None:
             weights = xp.astype(pr, d.dtype)
@@ -1023,7 +1099,7 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
 def _soft_blocks(like, rows, per_row):
     """Anchor blocks ``[(a0, a1), ...]`` of at most :func:`_block_elements`
     triplets (``per_row`` triplets per anchor), at least one anchor each."""
-    per = max(1, _block_elements(like, like.shape[0]) // max(per_row, 1))
+    per = max(1, _block_elements(like, like.shape[0] * like.shape[1]) // max(per_row, 1))
     return [(s, min(s + per, rows)) for s in range(0, rows, per)]
 
 
@@ -1096,6 +1172,7 @@ def batch_all_triplet_loss(
     reduction: str = "mean_nonzero",
     pairs: str = "ordered",
     check: bool = True,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Any:
     r"""Batch-all triplet loss: every valid triplet (a, p, n) of a labeled batch.
 
@@ -1148,6 +1225,9 @@ def batch_all_triplet_loss(
             ``"unordered"`` (only a < p; ``"none"`` is then upper triangular).
         check: check that ``x`` is finite (default True; docs/errors.md,
             "Checks and syncs").
+        anchor_rows: None (default) or ``(start, stop)``: only the anchors
+            start..stop-1 against the whole batch ("Anchor blocks" in
+            :mod:`refloss.triplet`; not with ``"mean_nonzero"``).
 
     Returns:
         A 0-d array (``[B, B]`` for ``"none"``) in the namespace, device and
@@ -1160,5 +1240,5 @@ def batch_all_triplet_loss(
     """
     return _batch_all_fwd(
         x, labels, margin=margin, metric=metric, soft=soft, normalize=normalize,
-        reduction=reduction, pairs=pairs, check=check,
+        reduction=reduction, pairs=pairs, check=check, anchor_rows=anchor_rows,
     )[0]

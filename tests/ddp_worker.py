@@ -22,6 +22,19 @@ LOSS_CASES = [
     ("contrastive_loss_all_pairs", {"power": 1, "metric": "cosine", "reduction": "sum"}),
     ("center_loss", {"reduction": "mean"}),
 ]
+# anchors="local": each rank's anchors against the global batch
+LOCAL_CASES = [
+    ("batch_all_triplet_loss", {"reduction": "mean"}),
+    ("batch_all_triplet_loss", {"soft": True, "reduction": "sum"}),
+    ("batch_all_triplet_loss", {"reduction": "none", "pairs": "unordered"}),
+    ("batch_hard_triplet_loss", {"margin": 0.5}),
+    ("batch_hard_triplet_loss", {"metric": "sqeuclidean", "reduction": "none",
+                                 "anchor_as_positive": True}),
+    ("semihard_triplet_loss", {"normalize": True}),
+    ("semihard_triplet_loss", {"reduction": "none", "margin": 0.3}),
+    ("contrastive_loss_all_pairs", {"margin": 2.0, "reduction": "sum"}),
+    ("contrastive_loss_all_pairs", {"power": 1, "metric": "cosine", "reduction": "none"}),
+]
 CENTER_RULES = [("wen", 0.5), ("ema", 0.3)]
 RUNNING_RULES = ["wen", "ema", "mean"]
 
@@ -52,6 +65,46 @@ def batches(world: int) -> list[dict]:
             "sizes": splits(rows, world, seed=100 * world + i),
         })
     return out
+
+
+def terms_shape(name: str, rows: int) -> tuple[int, ...]:
+    """The shape of the global batch's ``reduction="none"`` terms."""
+    if name == "batch_hard_triplet_loss":
+        return (rows,)
+    if name == "contrastive_loss_all_pairs":
+        return (rows * (rows - 1) // 2,)
+    return (rows, rows)
+
+
+def local_batches(world: int) -> list[dict]:
+    """The global batches of the local-anchor cases, with weights for the
+    terms of ``reduction="none"`` (the objective is their weighted sum)."""
+    rng = np.random.default_rng(50 + world)
+    out = []
+    for i, (name, options) in enumerate(LOCAL_CASES):
+        rows, dim, classes = 17, 3, 4
+        x = rng.normal(size=(rows, dim))
+        x[5] = x[2]  # an exact duplicate: euclidean distance 0 across shards
+        out.append({
+            "name": name, "options": options, "x": x,
+            "labels": rng.integers(0, classes, size=rows),
+            "weights": rng.uniform(size=terms_shape(name, rows)),
+            "sizes": splits(rows, world, seed=300 * world + i),
+        })
+    return out
+
+
+def own_terms(case: dict, rank: int) -> slice:
+    """Where rank's terms sit in the global batch's ``"none"`` terms (first axis)."""
+    rows, sizes = case["x"].shape[0], case["sizes"]
+    start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    if case["name"] != "contrastive_loss_all_pairs":
+        return slice(start, stop)
+
+    def first(i: int) -> int:  # pairs i < j in row-major order: row i starts here
+        return i * (2 * rows - i - 1) // 2
+
+    return slice(first(start), first(stop))
 
 
 def center_batches(world: int, steps: int = 3) -> list[dict]:
@@ -96,9 +149,11 @@ def _error(fn) -> tuple[str, str] | None:
 
 def run(rank: int, world: int) -> dict:
     """Every check on this rank (inside refloss.adapters.distributed.spawn_gloo)."""
-    results = {"losses": [], "centers": {}, "running": {}, "errors": {}}
+    results = {"losses": [], "local": [], "centers": {}, "running": {}, "errors": {}}
     for case in batches(world):
         results["losses"].append(_loss_case(case, rank))
+    for case in local_batches(world):
+        results["local"].append(_local_case(case, rank))
     for rule, alpha in CENTER_RULES:
         results["centers"][rule] = _center_case(world, rank, rule, alpha)
     for rule in RUNNING_RULES:
@@ -135,6 +190,21 @@ def _loss_case(case: dict, rank: int) -> dict:
     return got
 
 
+def _local_case(case: dict, rank: int) -> dict:
+    fn = getattr(rd, case["name"])
+    got = {}
+    for grad_reduce in ("sum", "mean"):
+        x = torch.tensor(_shard(case["x"], case["sizes"], rank), requires_grad=True)
+        labels = torch.tensor(_shard(case["labels"], case["sizes"], rank))
+        value = fn(x, labels, anchors="local", grad_reduce=grad_reduce, **case["options"])
+        objective = value
+        if value.ndim:  # this rank's terms, weighted as in the global objective
+            objective = (value * torch.tensor(case["weights"][own_terms(case, rank)])).sum()
+        objective.backward()
+        got[grad_reduce] = {"value": value.detach(), "grad": x.grad}
+    return got
+
+
 def _center_case(world: int, rank: int, rule: str, alpha: float) -> list:
     centers = torch.zeros((5, 3), dtype=torch.float64)
     trail = []
@@ -167,6 +237,11 @@ def _error_cases(rank: int) -> dict:
         "label range": lambda: rd.update_centers(
             centers, x, labels + 2 if other else labels),
         "grad_reduce": lambda: rd.batch_hard_triplet_loss(x, labels, grad_reduce="avg"),
+        "anchors": lambda: rd.semihard_triplet_loss(
+            x, labels, anchors="mine" if other else "local"),
+        "anchors differ": lambda: rd.batch_hard_triplet_loss(
+            x, labels, anchors="local" if other else "global"),
+        "local mean_nonzero": lambda: rd.batch_all_triplet_loss(x, labels, anchors="local"),
     }
     seen = {name: _error(fn) for name, fn in cases.items()}
     # the group still works after every refusal: nobody was left in a collective

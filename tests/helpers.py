@@ -537,3 +537,107 @@ def oracle_loss(name: str, arrays: list, aux: Any, opts: dict) -> tuple:
         terms[a if kind == "hard" else (a, p)] += v
     n_pos = sum(v > 0 for v in values)
     return _oracle_reduce(terms, len(triplets), n_pos, reduction), min(kinks)
+
+
+# ---------------------------------------------------------------------------
+# brute-force oracles for anchor blocks (``anchor_rows=(start, stop)``):
+# the anchors start..stop-1 against the whole batch, the "mean" divisor being
+# the number of terms of the whole batch (docs/triplet.md, "Anchor blocks")
+
+
+def o_block_triplets(dm: np.ndarray, labels: np.ndarray, kind: str, start: int, stop: int,
+                     *, anchor_as_positive: bool = False, pairs: str = "ordered") -> list:
+    """``[(slot, a, p, n)]`` of the anchors a in start..stop-1 (slot relative to
+    the block: a - start for batch-hard, (a - start, p) otherwise), mined
+    over the whole batch with ties to the lowest index; ``p == a`` is the
+    anchor as its own positive (batch-hard, ``anchor_as_positive``)."""
+    b = len(labels)
+    out = []
+    for a in range(start, stop):
+        pos = [p for p in range(b) if p != a and labels[p] == labels[a]
+               and (pairs == "ordered" or p > a)]
+        neg = [n for n in range(b) if labels[n] != labels[a]]
+        if kind == "hard" and anchor_as_positive:
+            pos = sorted([*pos, a])
+        if not pos or not neg:
+            continue
+
+        def d(p, a=a):
+            return 0.0 if p == a else dm[a, p]
+
+        if kind == "all":
+            out += [((a - start, p), a, p, n) for p in pos for n in neg]
+        elif kind == "hard":
+            p_star = max(pos, key=lambda p: (d(p), -p))
+            n_star = min(neg, key=lambda n: (dm[a, n], n))
+            out.append((a - start, a, p_star, n_star))
+        else:
+            for p in pos:
+                above = [n for n in neg if dm[a, n] > dm[a, p]]
+                if above:
+                    n_star = min(above, key=lambda n: (dm[a, n], n))
+                else:
+                    n_star = max(neg, key=lambda n: (dm[a, n], -n))
+                out.append(((a - start, p), a, p, n_star))
+    return out
+
+
+def o_batch_count(labels: np.ndarray, kind: str, *, anchor_as_positive: bool = False,
+                  pairs: str = "ordered") -> int:
+    """How many terms the whole batch has (counted by enumeration)."""
+    b = len(labels)
+    n = 0
+    for a in range(b):
+        pos = [p for p in range(b) if p != a and labels[p] == labels[a]
+               and (pairs == "ordered" or p > a)]
+        neg = [m for m in range(b) if labels[m] != labels[a]]
+        if kind == "hard":
+            n += bool((pos or anchor_as_positive) and neg)
+        elif kind == "semihard":
+            n += len(pos) if neg else 0
+        elif kind == "all":
+            n += len(pos) * len(neg)
+        else:  # contrastive: the unordered pairs a < j
+            n += b - 1 - a
+    return n
+
+
+def o_block_loss(x: np.ndarray, labels: np.ndarray, kind: str, start: int, stop: int, *,
+                 reduction: str, g: Any = None, **opts: Any) -> tuple:
+    """Value and ∂/∂x of an anchor block by brute force: the block's terms
+    (``"none"``: [b] for "hard", [b, B] for "all"/"semihard", the block's
+    pairs in row-major order for "contrastive"), their sum, or that sum
+    divided by the number of terms of the whole batch (``"mean"``)."""
+    b = x.shape[0]
+    count = o_batch_count(labels, kind, anchor_as_positive=opts.get("anchor_as_positive", False),
+                          pairs=opts.get("pairs", "ordered"))
+    scale = 1.0 if reduction != "mean" else (1.0 / count if count else 0.0)
+    metric, normalize = opts.get("metric", "euclidean"), opts.get("normalize", False)
+    if kind == "contrastive":
+        pairs = [(i, j) for i in range(start, stop) for j in range(i + 1, b)]
+        rows = np.array([i for i, _ in pairs], dtype=int)
+        cols = np.array([j for _, j in pairs], dtype=int)
+        same = labels[rows] == labels[cols] if pairs else np.zeros(0, dtype=bool)
+        kw = {k: v for k, v in opts.items() if k in ("margin", "pos_margin", "power", "scale")}
+        shape = (len(pairs), x.shape[1])
+        up = g if reduction == "none" else np.full(len(pairs), scale)
+        terms, (ga, gb) = o_contrastive(x[rows].reshape(shape), x[cols].reshape(shape), same,
+                                        metric=metric, normalize=normalize, reduction="none",
+                                        g=up, **kw)
+        grad = np.zeros_like(x)
+        np.add.at(grad, rows, ga)
+        np.add.at(grad, cols, gb)
+        value = terms if reduction == "none" else scale * float(np.sum(terms))
+        return value, grad
+    xe = o_normalize(x) if normalize else x
+    dm = o_matrix(xe, metric)
+    triplets = o_block_triplets(dm, labels, kind, start, stop,
+                                anchor_as_positive=opts.get("anchor_as_positive", False),
+                                pairs=opts.get("pairs", "ordered"))
+    shape = (stop - start,) if kind == "hard" else (stop - start, b)
+    kw = {"margin": opts.get("margin", 1.0), "metric": metric,
+          "soft": opts.get("soft", False), "normalize": normalize}
+    if reduction == "none":
+        return o_triplet_loss(x, triplets, shape, reduction="none", g=g, **kw)
+    total, grad = o_triplet_loss(x, triplets, shape, reduction="sum", **kw)
+    return scale * total, scale * grad

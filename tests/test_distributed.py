@@ -99,6 +99,63 @@ def test_grad_reduce_mean_gives_the_plain_gradient_of_its_rows(ranks, i):
         close(seen[r]["losses"][i]["mean"]["grad"], grad[rows(case, r)])
 
 
+def local_reference(case, rank=None):
+    """Value and gradient of the single-process loss on the concatenated
+    batch, or of the anchor block of ``rank``'s rows; the objective weights
+    the terms of ``"none"`` (the block's part of the global weights)."""
+    x = torch.tensor(case["x"], requires_grad=True)
+    kw = {}
+    if rank is not None:
+        block = rows(case, rank)
+        kw["anchor_rows"] = (block.start, block.stop)
+    value = getattr(rt, case["name"])(x, torch.tensor(case["labels"]), **case["options"], **kw)
+    objective = value
+    if value.ndim:
+        weights = torch.tensor(case["weights"])
+        if rank is not None:
+            weights = weights[worker.own_terms(case, rank)]
+        objective = (value * weights).sum()
+    objective.backward()
+    return value.detach(), x.grad
+
+
+LOCAL_IDS = [f"{n}-{o}" for n, o in worker.LOCAL_CASES]
+
+
+@pytest.mark.parametrize("i", range(len(worker.LOCAL_CASES)), ids=LOCAL_IDS)
+def test_local_anchors_give_each_rank_the_loss_of_its_own_anchor_block(ranks, i):
+    seen, world = ranks
+    case = worker.local_batches(world)[i]
+    for r in range(world):
+        value, _ = local_reference(case, r)
+        for mode in ("sum", "mean"):
+            close(seen[r]["local"][i][mode]["value"], value)
+
+
+@pytest.mark.parametrize("i", range(len(worker.LOCAL_CASES)), ids=LOCAL_IDS)
+def test_local_anchor_values_add_up_to_the_global_loss(ranks, i):
+    """"sum" and "mean": the ranks' values sum to L; "none": they are the
+    global terms, cut in rank order."""
+    seen, world = ranks
+    case = worker.local_batches(world)[i]
+    value, _ = local_reference(case)
+    parts = [seen[r]["local"][i]["sum"]["value"] for r in range(world)]
+    total = torch.cat(parts) if value.ndim else sum(parts)
+    close(total, value)
+
+
+@pytest.mark.parametrize("i", range(len(worker.LOCAL_CASES)), ids=LOCAL_IDS)
+def test_local_anchors_give_the_gradient_of_global_anchors(ranks, i):
+    """x.grad = W·∂L/∂X_r ("sum") or ∂L/∂X_r ("mean"), L the global loss (the
+    sum of the ranks' values): the same gradient as anchors="global"."""
+    seen, world = ranks
+    case = worker.local_batches(world)[i]
+    _, grad = local_reference(case)
+    for r in range(world):
+        close(seen[r]["local"][i]["sum"]["grad"], world * grad[rows(case, r)])
+        close(seen[r]["local"][i]["mean"]["grad"], grad[rows(case, r)])
+
+
 def test_center_loss_gives_every_rank_the_global_centers_gradient(ranks):
     seen, world = ranks
     i = [n for n, _ in worker.LOSS_CASES].index("center_loss")
@@ -152,6 +209,10 @@ ERRORS = {
     "requires_grad": ("ValueError", r"^x: expected the same requires_grad"),
     "label range": ("ValueError", r"^labels: expected"),
     "grad_reduce": ("ValueError", r"^grad_reduce: expected one of 'sum', 'mean', got 'avg'"),
+    "anchors": ("ValueError", r"^anchors: expected one of 'global', 'local', got 'mine'"),
+    "anchors differ": ("ValueError", r"^options: expected the same value on every rank"),
+    "local mean_nonzero": ("ValueError", r"^reduction: expected 'none', 'sum' or 'mean' with "
+                                         r"anchor_rows"),
 }
 
 
@@ -192,15 +253,27 @@ def test_without_a_process_group_every_function_refuses_clearly():
 
 
 def test_the_distributed_losses_have_the_torch_signatures_plus_group_and_grad_reduce():
+    """The labeled-batch losses trade ``anchor_rows`` for ``anchors``."""
     import inspect
 
     for name in ("batch_all_triplet_loss", "batch_hard_triplet_loss", "semihard_triplet_loss",
                  "contrastive_loss_all_pairs", "center_loss"):
         ours = list(inspect.signature(getattr(rd, name)).parameters.values())
-        twin = list(inspect.signature(getattr(rt, name)).parameters.values())
+        twin = [p for p in inspect.signature(getattr(rt, name)).parameters.values()
+                if p.name != "anchor_rows"]
         assert ours[: len(twin)] == twin
-        assert [(p.name, p.default) for p in ours[len(twin):]] == [
-            ("group", None), ("grad_reduce", "sum")]
+        extra = [("group", None), ("grad_reduce", "sum")]
+        if name != "center_loss":
+            extra.insert(0, ("anchors", "global"))
+        assert [(p.name, p.default) for p in ours[len(twin):]] == extra
+
+
+def test_anchor_rows_is_not_an_option_of_the_distributed_losses():
+    x, labels = torch.zeros((2, 2)), torch.tensor([0, 1])
+    with pytest.raises(TypeError, match=r"anchor_rows"):
+        rd.batch_hard_triplet_loss(x, labels, anchor_rows=(0, 1))
+    with pytest.raises(TypeError, match=r"anchors"):
+        rd.center_loss(x, labels, torch.zeros((2, 2)), anchors="local")
 
 
 
