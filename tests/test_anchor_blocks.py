@@ -252,3 +252,44 @@ def test_the_whole_range_is_the_whole_batch(kind):
         whole = LOSSES[kind](x, labels, reduction=reduction)
         block = LOSSES[kind](x, labels, reduction=reduction, anchor_rows=(0, 7))
         np.testing.assert_allclose(block, whole, rtol=1e-12, atol=1e-15)
+
+
+BLOCK_CASES = [
+    ("hard", {}),
+    ("all", {"soft": False}),
+    ("all", {"soft": True, "pairs": "unordered"}),
+    ("semihard", {}),
+    ("contrastive", {}),
+]
+
+
+@pytest.mark.parametrize(("kind", "opts"), BLOCK_CASES, ids=[
+    "-".join([kind, *(f"{k}={v}" for k, v in opts.items())]) for kind, opts in BLOCK_CASES])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_a_block_in_many_inner_blocks_matches_brute_force(backend, monkeypatch, kind, opts,
+                                                          reduction):
+    """Tiny inner block sizes: a block's row-block loops (searches, soft
+    triplets, the pair packing) run many times with the block's row offset,
+    and its classes are wider than the loop width (the wide-class table
+    paths), as at large B with the real sizes."""
+    skip_jax(backend)
+    import refloss.contrastive as contrastive
+    import refloss.triplet as triplet
+
+    monkeypatch.setattr(triplet, "_BLOCK_FLOOR_CPU", 64)
+    monkeypatch.setattr(triplet, "_BLOCKS", 7)
+    monkeypatch.setattr(triplet, "_LOOP_WIDTH", 2)
+    monkeypatch.setattr(contrastive, "_PAIR_BLOCK_FLOOR", 16)
+    monkeypatch.setattr(contrastive, "_PAIR_BLOCKS", 5)
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(23, 3))
+    labels = rng.permutation(np.arange(23) % 3)
+    start, stop = 5, 19
+    g = rng.normal(size=block_shape(kind, x, start, stop)) if reduction == "none" else 1.0
+    expected, expected_grad = o_block_loss(x, labels, kind, start, stop, reduction=reduction,
+                                           g=g, margin=0.5, **opts)
+    value, pullback = rl.vjp(LOSSES[kind], backend.asarray(x), backend.asarray(labels),
+                             anchor_rows=(start, stop), reduction=reduction, margin=0.5, **opts)
+    gx = pullback(backend.asarray(g) if reduction == "none" else g)[0]
+    assert_close(value, expected, backend, dtype="float64", rtol=1e-9, atol=1e-11)
+    assert_close(gx, expected_grad, backend, dtype="float64", rtol=1e-8, atol=1e-10)

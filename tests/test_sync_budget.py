@@ -84,12 +84,17 @@ LOSSES = [
 BY_NAME = {loss.name: loss for loss in LOSSES}
 
 
-def measure(loss: Loss, kind: str, b: int, *, reduction: str = "mean", check: bool = True):
+def measure(
+    loss: Loss, kind: str, b: int, *, reduction: str = "mean", check: bool = True,
+    anchor_rows: tuple[int, int] | None = None,
+):
     """``(forward, backward)`` counters of one call."""
     args = loss.call(*_data(kind, b))
     kwargs = dict(loss.kwargs, reduction=reduction)
     if not check:
         kwargs["check"] = False
+    if anchor_rows is not None:
+        kwargs["anchor_rows"] = anchor_rows
     with counting() as fwd:
         _, pullback = rl.vjp(loss.fn, *args, **kwargs)
     with counting() as bwd:
@@ -129,6 +134,29 @@ SIZE_READS = {
     for name in ("contrastive_all_pairs", "batch_hard", "batch_all", "batch_all_soft",
                  "semihard", "hardest_negative")
 }
+
+
+# Anchor blocks (anchor_rows): the b×B block's sizes and the positive table's
+# width travel in the same one read as the full batch's.
+BLOCK_LOSSES = [
+    BY_NAME[name]
+    for name in ("contrastive_all_pairs", "batch_hard", "batch_all", "batch_all_soft", "semihard")
+]
+
+
+@pytest.mark.parametrize(
+    ("loss", "kind", "reduction"),
+    [
+        pytest.param(loss, kind, reduction, id=f"{loss.name}-{kind}-{reduction}")
+        for loss in BLOCK_LOSSES
+        for kind in KINDS
+        for reduction in ("mean", "none")
+    ],
+)
+def test_anchor_block_is_one_sync(loss, kind, reduction):
+    fwd, bwd = measure(loss, kind, 64, reduction=reduction, anchor_rows=(16, 40))
+    assert fwd.syncs <= 1, dict(fwd.sync_ops)
+    assert bwd.syncs == 0, dict(bwd.sync_ops)
 
 
 def test_value_and_grad_is_one_sync():
