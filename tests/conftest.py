@@ -120,11 +120,11 @@ BACKENDS = [
 
 
 # Backends that re-run the same code paths as a faster one draw a fraction of
-# the profile's examples per property: JAX a sixth (eager JAX compiles each op
+# the profile's examples per property: JAX a twelfth (eager JAX compiles each op
 # per new shape, and the blocked paths meet many shapes; it was the largest
 # share of CI time), strict's device1 a third (it repeats strict to check
 # device propagation).
-REDUCED_EXAMPLES = {"jax": 6, "array_api_strict:device1": 3}
+REDUCED_EXAMPLES = {"jax": 12, "array_api_strict:device1": 3}
 
 
 @pytest.hookimpl(hookwrapper=True)
