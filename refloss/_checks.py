@@ -259,7 +259,9 @@ class Fetch:
 
     def want(self, key: str, value: Any, bound: int) -> None:
         """Queue a size: ``value`` a 0-d integer array in ``[0, bound]``."""
-        if is_traced(value):
+        if bound <= 0:  # known without a read (an empty batch)
+            self._values[key] = 0
+        elif is_traced(value):
             self._values[key] = None
         else:
             self._pending[key] = (value, max(int(bound), 0))

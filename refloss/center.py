@@ -576,6 +576,11 @@ class RunningCenters:
         counts, the new state representable; one read, or none).
         """
         fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+        return self._fold_stats(sums, counts, fetch)
+
+    def _fold_stats(self, sums: Any, counts: Any, fetch: Any) -> Any:
+        """:meth:`update_from_stats` whose value checks join ``fetch`` (a
+        subclass may have queued checks of its own there first)."""
         _checks.check_concrete("sums", sums)
         _checks.check_concrete("counts", counts)
         sums, counts = _checks.detached(sums), _checks.detached(counts)
