@@ -102,9 +102,9 @@ def apply_update(xp: Any, centers: Any, sums: Any, counts: Any, rule: str, alpha
 # validation
 
 
-def _check_batch(x, labels, centers=None, *, with_centers=True, fetch=None):
-    """``(xp, labels)``, the labels in the default index dtype; with a
-    ``fetch`` the finiteness checks are queued in it (read once by the caller)."""
+def _check_batch(x, labels, centers=None, *, with_centers=True, fetch):
+    """``(xp, labels)``, the labels in the default index dtype; the
+    finiteness checks are queued in ``fetch`` (read once by the caller)."""
     optional = () if with_centers else ("centers",)
     xp = _checks.namespace(optional=optional, x=x, labels=labels, centers=centers)
     _checks.check_float(xp, "x", x)
@@ -112,15 +112,12 @@ def _check_batch(x, labels, centers=None, *, with_centers=True, fetch=None):
     labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if centers is not None:
         _check_centers(xp, centers, x, fetch)
-    if fetch is None:
-        _checks.check_finite(xp, "x", x)
-    else:
-        fetch.xp = xp
-        fetch.finite("x", x)
+    fetch.xp = xp
+    fetch.finite("x", x)
     return xp, labels
 
 
-def _check_centers(xp, centers, x, fetch=None):
+def _check_centers(xp, centers, x, fetch):
     _checks.check_float(xp, "centers", centers)
     _checks.check_rank("centers", centers, 2, "a 2-D array (num_classes, dim)")
     if centers.shape[1] != x.shape[1]:
@@ -134,11 +131,8 @@ def _check_centers(xp, centers, x, fetch=None):
         )
     if centers.shape[0] < 1:
         raise ValueError("centers: expected at least one class (row), got 0")
-    if fetch is None:
-        _checks.check_finite(xp, "centers", centers)
-    else:
-        fetch.xp = xp
-        fetch.finite("centers", centers)
+    fetch.xp = xp
+    fetch.finite("centers", centers)
 
 
 # --------------------------------------------------------------------------
