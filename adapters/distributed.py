@@ -437,6 +437,7 @@ def _global_stats(x: Any, labels: Any, centers: Any, group: Any,
     _check_shards(gathered)
     _same_everywhere(gathered, "centers", "centers", "shape and dtype")
     _same_everywhere(gathered, "check", "check", "value")
+    fetch.check = check  # validated on every rank by now
     num_classes = centers.shape[0]
     with torch.no_grad():
         x = x.detach()
@@ -494,7 +495,7 @@ def update_centers(
     Returns:
         ``[C, D]`` new centers, dtype and device of ``centers``.
     """
-    fetch = _checks.Fetch(_xtorch, check=_checks.check_flag("check", check))
+    fetch = _checks.Fetch(_xtorch)  # check is validated with every rank's input
     sums, counts = _global_stats(
         x, labels, centers, group, lambda c: _checks.compute_dtype(torch, c.dtype), check, fetch
     )
@@ -530,7 +531,7 @@ class RunningCenters(rl.RunningCenters):
         :meth:`refloss.RunningCenters.update` (every shard's values and the
         new state, one read), the same on every rank."""
         wide = self._sums.dtype  # the running sums' accumulator dtype
-        fetch = _checks.Fetch(_xtorch, check=_checks.check_flag("check", check))
+        fetch = _checks.Fetch(_xtorch)  # check is validated with every rank's input
         sums, counts = _global_stats(x, labels, self._centers, self._group, lambda c: wide,
                                      check, fetch)
         return self._fold_stats(sums, counts, fetch)

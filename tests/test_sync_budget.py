@@ -548,3 +548,20 @@ def test_distributed_center_checks_still_raise(gloo_group):
     with pytest.raises(ValueError, match=r"^labels: expected labels in \[0, 4\), got 4$"):
         rd.RunningCenters(SITE_C, SITE_D, like=centers).update(x, labels + 1)
     rd.update_centers(centers, bad, labels, check=False)  # no error
+
+
+@pytest.mark.parametrize("bad", ["no", 1, None])
+def test_every_distributed_check_option_must_be_a_bool(gloo_group, bad):
+    import refloss.adapters.distributed as rd
+
+    x, _, _, labels, centers, _ = _site_data()
+    calls = [
+        lambda: rd.update_centers(centers, x, labels, check=bad),
+        lambda: rd.RunningCenters(SITE_C, SITE_D, like=centers).update(x, labels, check=bad),
+        *(lambda name=name: getattr(rd, name)(
+            x, labels, *((centers,) if name == "center_loss" else ()), check=bad)
+          for name in DISTRIBUTED),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"^check: expected a bool \(True or False\), got "):
+            call()
