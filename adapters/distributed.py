@@ -7,11 +7,14 @@ may have different numbers of rows, including none). Each labeled-batch loss
 here is the function of the same name in :mod:`refloss.adapters.torch`, with
 the same keyword options and defaults, applied to :math:`(X, Y)`:
 
-* forward: one small all-gather of each rank's metadata (rows, D, dtypes, an
-  error if its shard is malformed: then *every* rank raises, none hangs),
-  then an all-gather of the rows padded to the largest shard, unpadded and
-  concatenated; labels likewise. Every rank computes the loss of the same
-  global batch, so the value is bit for bit the same on every rank;
+* forward: one small all-gather of each rank's metadata (three integers:
+  failed or not, rows, a digest of D, dtypes and options; the full metadata
+  and the error follow only when a shard is malformed or the ranks disagree:
+  then *every* rank raises, none hangs), then an all-gather of the rows
+  padded to the largest shard, unpadded and concatenated; labels likewise.
+  Every rank computes the loss of the same global batch, so the value is bit
+  for bit the same on every rank, and its value checks (one read, none with
+  ``check=False`` but the sizes of a distance matrix) fail alike on every rank;
 * backward (:math:`J_r` the objective rank r differentiates, usually the loss
   itself): the gradient of the gathered batch is summed over ranks and each
   rank receives the rows it owns (one reduce-scatter),
