@@ -669,7 +669,7 @@ def o_block_loss(x: np.ndarray, labels: np.ndarray, kind: str, start: int, stop:
                                 pairs=opts.get("pairs", "ordered"))
     shape = (stop - start,) if kind == "hard" else (stop - start, b)
     kw = {"margin": opts.get("margin", 1.0), "metric": metric,
-          "soft": opts.get("soft", False), "normalize": normalize}
+          "soft": opts.get("soft", False), "normalize": normalize, "dm": dm}
     if reduction == "none":
         return o_triplet_loss(x, triplets, shape, reduction="none", g=g, **kw)
     total, grad = o_triplet_loss(x, triplets, shape, reduction="sum", **kw)
