@@ -10,12 +10,13 @@ new loss in the core reaches every adapter without a line of glue.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Parameters", "bind", "parameters"]
+__all__ = ["Parameters", "adapt", "bind", "parameters"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -84,3 +85,24 @@ def bind(params: Parameters, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     arrays = tuple(bound.arguments[name] for name in params.arrays)
     options = {p.name: bound.arguments[p.name] for p in params.options}
     return arrays, options
+
+
+def adapt(params: Parameters, call: Callable[[tuple, dict], Any], note: str) -> Callable:
+    """The public face of an adapter: a function with ``params.fn``'s name,
+    signature and docstring (``note`` appended) that binds each call as
+    :func:`bind` does and returns ``call(arrays, options)``.
+
+    Each adapter supplies only ``call`` (its framework's bridge) and its
+    note, so signatures, defaults and docstrings are read from the core in
+    one place and never re-typed.
+    """
+    fn = params.fn
+
+    @functools.wraps(fn)
+    def adapted(*args: Any, **kwargs: Any) -> Any:
+        arrays, options = bind(params, args, kwargs)
+        return call(arrays, options)
+
+    adapted.__doc__ = (fn.__doc__ or "").rstrip() + note
+    return adapted
+

@@ -51,7 +51,6 @@ Python functions" (``jax.custom_vjp``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -218,9 +217,7 @@ def wrap(fn: Callable) -> Callable:
     forward, backward = fn.__refloss_vjp__
     names, optional = params.arrays, params.optional
 
-    @functools.wraps(fn)
-    def adapted(*args: Any, **kwargs: Any) -> Any:
-        given, options = _bind.bind(params, args, kwargs)
+    def call(given: tuple, options: dict) -> Any:
         arrays = {n: _as_jax(a) for n, a in zip(names, given)}
         _check_jax(optional, arrays)
         # an absent optional array (y=None) is not an input of the custom_vjp
@@ -253,8 +250,7 @@ def wrap(fn: Callable) -> Callable:
         return primal(*(values[i] for i in present))
 
     origin = f"{fn.__module__}.{fn.__qualname__}"
-    adapted.__doc__ = (fn.__doc__ or "").rstrip() + _ADAPTER_NOTE.format(origin=origin)
-    return adapted
+    return _bind.adapt(params, call, _ADAPTER_NOTE.format(origin=origin))
 
 
 _ADAPTER_NOTE = """

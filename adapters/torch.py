@@ -32,7 +32,6 @@ TypeError / ValueError, message for message.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import threading
 import types
@@ -266,18 +265,14 @@ def wrap(core: Callable, *, autocast: bool = True) -> Callable:
         >>> a.grad
         tensor([[0.6000, 0.8000]])
     """
-    params = _bind.parameters(core)
     fn = function(core, autocast=autocast)
-
-    @functools.wraps(core)
-    def adapted(*args: Any, **kwargs: Any) -> Tensor:
-        arrays, options = _bind.bind(params, args, kwargs)
-        return fn.apply(options, *arrays)
-
-    adapted.__module__ = __name__
-    adapted.__doc__ = (core.__doc__ or "").rstrip() + _ADAPTER_NOTE.format(
+    note = _ADAPTER_NOTE.format(
         origin=f"{core.__module__}.{core.__qualname__}", function=fn.__name__
     )
+    adapted = _bind.adapt(
+        _bind.parameters(core), lambda arrays, options: fn.apply(options, *arrays), note
+    )
+    adapted.__module__ = __name__
     adapted.function = fn
     return adapted
 

@@ -140,6 +140,21 @@ def labeled_batch(draw, min_rows: int = 1, max_rows: int = 8, max_dim: int = 4,
     return x, labels, c
 
 
+@st.composite
+def continuous_batches(draw, min_rows: int = 1, max_rows: int = 8, max_dim: int = 4,
+                       max_classes: int = 4):
+    """``(x, labels)``: a labeled batch with continuous coordinates (Gaussian
+    rows times a drawn scale), so no exact ties but the structural ones (D = 1
+    cosine distances are 0 or 2 exactly); what the mined losses' brute-force
+    tests draw."""
+    b = draw(st.integers(min_rows, max_rows))
+    dim = draw(st.integers(1, max_dim))
+    classes = draw(st.integers(1, max_classes))
+    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
+
+
 # ---------------------------------------------------------------------------
 # brute-force oracles for the loss variants (loops over pairs and triplets,
 # NumPy float64, transcribed from the definitions; they share no code with
@@ -197,6 +212,22 @@ def o_normalize_vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def o_sets(labels: np.ndarray, a: int) -> tuple[list, list]:
+    """(positives p != a with y_p = y_a, negatives n with y_n != y_a) of anchor a."""
+    pos = [p for p in range(len(labels)) if p != a and labels[p] == labels[a]]
+    neg = [n for n in range(len(labels)) if labels[n] != labels[a]]
+    return pos, neg
+
+
+def o_valid_triplets(labels: np.ndarray) -> list:
+    """Every valid triplet (a, p, n): p a positive and n a negative of a."""
+    out = []
+    for a in range(len(labels)):
+        pos, neg = o_sets(labels, a)
+        out += [(a, p, n) for p in pos for n in neg]
+    return out
+
+
 def o_matrix(x: np.ndarray, metric: str) -> np.ndarray:
     b = x.shape[0]
     return np.array([[o_dist(x[i], x[j], metric) for j in range(b)] for i in range(b)],
@@ -234,22 +265,24 @@ def o_chain(x: np.ndarray, xe: np.ndarray, gd: np.ndarray, metric: str,
 
 def o_triplet_loss(x: np.ndarray, triplets: list, out_shape: tuple, *, margin: float,
                    metric: str, soft: bool, normalize: bool, reduction: str,
-                   g: Any = None) -> tuple:
+                   g: Any = None, tau: float = 0.0, dm: np.ndarray | None = None) -> tuple:
     """Value and gradient of a triplet loss given its triplets
     ``[(slot, a, p, n)]`` (slot: where the term lands for "none", summed).
 
     ``p == a`` stands for the anchor as its own positive: d_ap = 0 exactly,
     with no gradient. Hinge :math:`[d_ap - d_an + m]_+` (derivative 0 at 0);
     soft: softplus(d_ap - d_an). "mean" counts triplets, "mean_nonzero" the
-    triplets whose loss is > 0.
+    triplets whose loss is > ``tau`` (0, or :func:`nonzero_tol`). ``dm``: the
+    distance matrix of the (normalised) rows, if the caller has it already.
     """
     b = x.shape[0]
     xe = o_normalize(x) if normalize else x
+    dm = o_matrix(xe, metric) if dm is None else dm
     terms = np.zeros(out_shape)
     flags, derivs = [], []
     for slot, a, p, n in triplets:
-        d_ap = 0.0 if p == a else o_dist(xe[a], xe[p], metric)
-        d_an = o_dist(xe[a], xe[n], metric)
+        d_ap = 0.0 if p == a else dm[a, p]
+        d_an = dm[a, n]
         if soft:
             z = d_ap - d_an
             val = float(np.logaddexp(0.0, z))
@@ -258,7 +291,7 @@ def o_triplet_loss(x: np.ndarray, triplets: list, out_shape: tuple, *, margin: f
             z = (d_ap + margin) - d_an
             val, der = max(z, 0.0), 1.0 if z > 0 else 0.0
         terms[slot] += val
-        flags.append(val > 0)
+        flags.append(val > tau)
         derivs.append(der)
     value, weight = o_reduce(terms, flags, reduction)
     gd = np.zeros((b, b))
@@ -636,7 +669,7 @@ def o_block_loss(x: np.ndarray, labels: np.ndarray, kind: str, start: int, stop:
                                 pairs=opts.get("pairs", "ordered"))
     shape = (stop - start,) if kind == "hard" else (stop - start, b)
     kw = {"margin": opts.get("margin", 1.0), "metric": metric,
-          "soft": opts.get("soft", False), "normalize": normalize}
+          "soft": opts.get("soft", False), "normalize": normalize, "dm": dm}
     if reduction == "none":
         return o_triplet_loss(x, triplets, shape, reduction="none", g=g, **kw)
     total, grad = o_triplet_loss(x, triplets, shape, reduction="sum", **kw)

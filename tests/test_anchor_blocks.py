@@ -9,12 +9,14 @@ add up to it), and the gradient against finite differences.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import pytest
 from helpers import (
     assert_close,
+    continuous_batches,
     directional_fd,
     kink_gap,
     o_block_loss,
@@ -26,7 +28,6 @@ from helpers import (
 )
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import refloss as rl
 
@@ -46,15 +47,8 @@ def skip_jax(backend):
         pytest.skip("JAX: one fixed batch in test_blocks_on_jax_match_brute_force")
 
 
-@st.composite
-def batches(draw, min_rows=1, max_rows=8, max_dim=3, max_classes=3):
-    """A labeled batch with continuous coordinates (no ties but structural ones)."""
-    b = draw(st.integers(min_rows, max_rows))
-    dim = draw(st.integers(1, max_dim))
-    classes = draw(st.integers(1, max_classes))
-    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
+# a labeled batch with continuous coordinates (no ties but structural ones)
+batches = functools.partial(continuous_batches, max_dim=3, max_classes=3)
 
 
 @st.composite

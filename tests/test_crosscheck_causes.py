@@ -138,13 +138,20 @@ def np_center_loss_plus_one(x, labels, centers):
     return 0.5 * np.sum((x - centers[labels]) ** 2) + 1.0
 
 
-def test_unordered_pairs_are_named():
-    report = crosscheck(torch_batch_all_unordered, "batch_all_triplet_loss",
-                        framework="torch", inputs=THREE, max_examples=1)
-    assert not report.agrees and report.counterexample.kind == "value"
-    assert "cause: candidate counts each unordered anchor-positive pair once" in \
-        report.difference, report.difference
-    assert "×" not in report.difference  # not "5/4 × reference"
+@pytest.mark.parametrize(("candidate", "reference", "kind", "cause"), [
+    pytest.param(torch_batch_all_unordered, "batch_all_triplet_loss", "value",
+                 "cause: candidate counts each unordered anchor-positive pair once",
+                 id="unordered-pairs"),  # not "5/4 × reference"
+    pytest.param(torch_batch_hard_detached, "batch_hard_triplet_loss", "gradient",
+                 "cause: candidate's gradient does not flow through the negative distances",
+                 id="detached-negative"),  # not "2 × reference"
+])
+def test_a_variant_on_one_counterexample_is_named_not_a_ratio(candidate, reference, kind,
+                                                               cause):
+    report = crosscheck(candidate, reference, framework="torch", inputs=THREE, max_examples=1)
+    assert not report.agrees and report.counterexample.kind == kind
+    assert cause in report.difference, report.difference
+    assert "×" not in report.difference
 
 
 def test_flipped_contrastive_label_is_named():
@@ -153,15 +160,6 @@ def test_flipped_contrastive_label_is_named():
     assert not report.agrees and report.counterexample.size == 1
     assert "cause: candidate reads `same` the other way round" in report.difference
     assert "×" not in report.difference  # not "0 × reference"
-
-
-def test_detached_negative_path_is_named():
-    report = crosscheck(torch_batch_hard_detached, "batch_hard_triplet_loss",
-                        framework="torch", inputs=THREE, max_examples=1)
-    assert not report.agrees and report.counterexample.kind == "gradient"
-    assert "cause: candidate's gradient does not flow through the negative distances" in \
-        report.difference, report.difference
-    assert "×" not in report.difference  # not "2 × reference"
 
 
 def test_hadsell_half_agrees_with_the_scaled_reference():
@@ -238,23 +236,20 @@ DUPLICATES = {"x": np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 1.0], [2.0, 0.0], [1.
               "labels": np.array([0, 1, 1, 0, 0])}
 
 
-def test_eps_inside_the_sqrt_is_named_and_told_from_a_clamp():
-    report = crosscheck(torch_contrastive_eps_inside, "contrastive_loss", framework="torch",
-                        max_examples=EXAMPLES)
+@pytest.mark.parametrize(("candidate", "cause"), [
+    pytest.param(torch_contrastive_eps_inside,
+                 "cause: candidate adds eps 1e-9 inside the sqrt: sqrt(‖a−b‖² + 1e-9) (explains "
+                 "all 7 examples tried, and a pair closer than √eps tells it from the squared "
+                 "distance clamped at 1e-9)", id="eps-inside"),
+    pytest.param(torch_contrastive_clamped,
+                 "cause: candidate clamps the squared distance at 1e-12 before the sqrt: "
+                 "sqrt(max(‖a−b‖², 1e-12)) (explains all 7 examples tried, and a pair closer "
+                 "than √eps tells it from eps 1e-12 inside the sqrt)", id="clamped"),
+])
+def test_an_eps_cause_is_named_and_told_from_the_other(candidate, cause):
+    report = crosscheck(candidate, "contrastive_loss", framework="torch", max_examples=EXAMPLES)
     assert not report.agrees and "a = b" in report.difference  # the search reached a = b
-    assert ("cause: candidate adds eps 1e-9 inside the sqrt: sqrt(‖a−b‖² + 1e-9) (explains "
-            "all 7 examples tried, and a pair closer than √eps tells it from the squared "
-            "distance clamped at 1e-9)") in report.difference, report.difference
-
-
-def test_a_clamped_squared_distance_is_named_and_told_from_eps_inside():
-    report = crosscheck(torch_contrastive_clamped, "contrastive_loss", framework="torch",
-                        max_examples=EXAMPLES)
-    assert not report.agrees
-    assert ("cause: candidate clamps the squared distance at 1e-12 before the sqrt: "
-            "sqrt(max(‖a−b‖², 1e-12)) (explains all 7 examples tried, and a pair closer than "
-            "√eps tells it from eps 1e-12 inside the sqrt)") in report.difference, \
-        report.difference
+    assert cause in report.difference, report.difference
 
 
 @pytest.mark.parametrize(("candidate", "words"), [

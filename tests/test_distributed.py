@@ -42,15 +42,26 @@ def close(got, expected, rel=REL):
     assert float(np.abs(got - expected).max(initial=0.0)) <= rel * scale
 
 
-def reference(case):
-    """Value and gradients of the single-process loss on the concatenated batch."""
+def reference(case, rank=None):
+    """Value and gradients (x, and centers for center_loss) of the
+    single-process loss on the concatenated batch, or of the anchor block of
+    ``rank``'s rows; the objective weights the terms of ``"none"`` (a block:
+    its part of the global weights)."""
     x = torch.tensor(case["x"], requires_grad=True)
-    extra = ()
+    extra, kw = (), {}
     if case["name"] == "center_loss":
         extra = (torch.tensor(case["centers"], requires_grad=True),)
+    if rank is not None:
+        block = rows(case, rank)
+        kw["anchor_rows"] = (block.start, block.stop)
     value = getattr(rt, case["name"])(x, torch.tensor(case["labels"]), *extra,
-                                      **case["options"])
-    objective = (value * torch.tensor(case["weights"])).sum() if value.ndim else value
+                                      **case["options"], **kw)
+    objective = value
+    if value.ndim:
+        weights = torch.tensor(case["weights"])
+        if rank is not None:
+            weights = weights[worker.own_terms(case, rank)]
+        objective = (value * weights).sum()
     objective.backward()
     return value.detach(), x.grad, extra[0].grad if extra else None
 
@@ -81,42 +92,16 @@ def test_every_rank_returns_the_loss_of_the_global_batch(ranks, i):
 
 @pytest.mark.parametrize("i", range(len(worker.LOSS_CASES)),
                          ids=[f"{n}-{o}" for n, o in worker.LOSS_CASES])
-def test_each_rank_gets_world_size_times_its_rows_of_the_gradient(ranks, i):
+@pytest.mark.parametrize("mode", ["sum", "mean"], ids=lambda m: f"grad_reduce={m}")
+def test_each_rank_gets_its_rows_of_the_gradient_scaled_by_grad_reduce(ranks, mode, i):
+    """grad_reduce="sum": W times the rank's rows of the global gradient (what
+    DDP's averaging expects); "mean": the plain rows."""
     seen, world = ranks
     case = worker.batches(world)[i]
     _, grad, _ = reference(case)
+    scale = world if mode == "sum" else 1
     for r in range(world):
-        close(seen[r]["losses"][i]["sum"]["grad"], world * grad[rows(case, r)])
-
-
-@pytest.mark.parametrize("i", range(len(worker.LOSS_CASES)),
-                         ids=[f"{n}-{o}" for n, o in worker.LOSS_CASES])
-def test_grad_reduce_mean_gives_the_plain_gradient_of_its_rows(ranks, i):
-    seen, world = ranks
-    case = worker.batches(world)[i]
-    _, grad, _ = reference(case)
-    for r in range(world):
-        close(seen[r]["losses"][i]["mean"]["grad"], grad[rows(case, r)])
-
-
-def local_reference(case, rank=None):
-    """Value and gradient of the single-process loss on the concatenated
-    batch, or of the anchor block of ``rank``'s rows; the objective weights
-    the terms of ``"none"`` (the block's part of the global weights)."""
-    x = torch.tensor(case["x"], requires_grad=True)
-    kw = {}
-    if rank is not None:
-        block = rows(case, rank)
-        kw["anchor_rows"] = (block.start, block.stop)
-    value = getattr(rt, case["name"])(x, torch.tensor(case["labels"]), **case["options"], **kw)
-    objective = value
-    if value.ndim:
-        weights = torch.tensor(case["weights"])
-        if rank is not None:
-            weights = weights[worker.own_terms(case, rank)]
-        objective = (value * weights).sum()
-    objective.backward()
-    return value.detach(), x.grad
+        close(seen[r]["losses"][i][mode]["grad"], scale * grad[rows(case, r)])
 
 
 LOCAL_IDS = [f"{n}-{o}" for n, o in worker.LOCAL_CASES]
@@ -127,7 +112,7 @@ def test_local_anchors_give_each_rank_the_loss_of_its_own_anchor_block(ranks, i)
     seen, world = ranks
     case = worker.local_batches(world)[i]
     for r in range(world):
-        value, _ = local_reference(case, r)
+        value, _, _ = reference(case, r)
         for mode in ("sum", "mean"):
             close(seen[r]["local"][i][mode]["value"], value)
 
@@ -138,7 +123,7 @@ def test_local_anchor_values_add_up_to_the_global_loss(ranks, i):
     global terms, cut in rank order."""
     seen, world = ranks
     case = worker.local_batches(world)[i]
-    value, _ = local_reference(case)
+    value, _, _ = reference(case)
     parts = [seen[r]["local"][i]["sum"]["value"] for r in range(world)]
     total = torch.cat(parts) if value.ndim else sum(parts)
     close(total, value)
@@ -150,7 +135,7 @@ def test_local_anchors_give_the_gradient_of_global_anchors(ranks, i):
     sum of the ranks' values): the same gradient as anchors="global"."""
     seen, world = ranks
     case = worker.local_batches(world)[i]
-    _, grad = local_reference(case)
+    _, grad, _ = reference(case)
     for r in range(world):
         close(seen[r]["local"][i]["sum"]["grad"], world * grad[rows(case, r)])
         close(seen[r]["local"][i]["mean"]["grad"], grad[rows(case, r)])

@@ -2,21 +2,26 @@
 TensorFlow's semi-hard rule, tie-breaking, mined loss == triplet_margin_loss.
 
 Oracles are loops over the definitions (DESIGN.md "Mining over a labeled
-batch"; PEERS.md §2.2 for TensorFlow's semi-hard rule), in NumPy float64.
+batch"; PEERS.md §2.2 for TensorFlow's semi-hard rule), in NumPy float64;
+distances and the batch-hard miner are the shared ones of tests/helpers.py.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
-from helpers import assert_close, to_numpy
+from helpers import (
+    assert_close,
+    continuous_batches,
+    o_block_triplets,
+    o_matrix,
+    o_normalize,
+    to_numpy,
+)
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import refloss as rl
 
@@ -27,41 +32,10 @@ METRICS = ["euclidean", "sqeuclidean", "cosine"]
 # oracles
 
 
-def o_dist(u, v, metric):
-    diff = u - v
-    sq = float(diff @ diff)
-    if metric == "euclidean":
-        return math.sqrt(sq)
-    if metric == "sqeuclidean":
-        return sq
-    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
-    if nu == 0.0 or nv == 0.0:
-        return 1.0
-    w = u / nu - v / nv
-    return 0.5 * float(w @ w)
-
-
-def o_matrix(x, metric, normalize=False):
-    if normalize:
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.where(norms > 0, x / np.where(norms > 0, norms, 1.0), 0.0)
-    b = x.shape[0]
-    return np.array([[o_dist(x[i], x[j], metric) for j in range(b)] for i in range(b)]).reshape(
-        b, b
-    )
-
-
 def o_batch_hard(dm, labels):
-    out = []
-    for a in range(len(labels)):
-        pos = [p for p in range(len(labels)) if p != a and labels[p] == labels[a]]
-        neg = [n for n in range(len(labels)) if labels[n] != labels[a]]
-        if not pos or not neg:
-            continue
-        p_star = max(pos, key=lambda p: (dm[a, p], -p))  # largest, then lowest index
-        n_star = min(neg, key=lambda n: (dm[a, n], n))  # smallest, then lowest index
-        out.append((a, p_star, n_star))
-    return out
+    """(a, p*, n*) per anchor with a positive and a negative: the shared
+    brute-force miner (tests/helpers.py), without its output slot."""
+    return [t[1:] for t in o_block_triplets(dm, labels, "hard", 0, len(labels))]
 
 
 def tf_semihard_distance(dm, labels, a, p):
@@ -108,35 +82,25 @@ def assert_triplets(got, expected, backend):
         assert_indices(got[k], expected[:, k], backend)
 
 
-@st.composite
-def batches(draw, min_rows=1, max_rows=8, max_dim=4, max_classes=4):
-    b = draw(st.integers(min_rows, max_rows))
-    dim = draw(st.integers(1, max_dim))
-    classes = draw(st.integers(1, max_classes))
-    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
-
-
 # --------------------------------------------------------------------------
 # the miners against their oracles
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@given(batch=batches(), normalize=st.booleans())
+@given(batch=continuous_batches(), normalize=st.booleans())
 def test_mine_batch_hard_matches_oracle(backend, metric, batch, normalize):
     x, labels = batch
-    expected = o_batch_hard(o_matrix(x, metric, normalize), labels)
+    expected = o_batch_hard(o_matrix(o_normalize(x) if normalize else x, metric), labels)
     got = rl.mine_batch_hard(backend.asarray(x), backend.asarray(labels), metric=metric,
                              normalize=normalize)
     assert_triplets(got, expected, backend)
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@given(batch=batches(), normalize=st.booleans())
+@given(batch=continuous_batches(), normalize=st.booleans())
 def test_mine_semihard_follows_tensorflows_rule(backend, metric, batch, normalize):
     x, labels = batch
-    dm = o_matrix(x, metric, normalize)
+    dm = o_matrix(o_normalize(x) if normalize else x, metric)
     expected = o_semihard(dm, labels)
     got = rl.mine_semihard(backend.asarray(x), backend.asarray(labels), metric=metric,
                            normalize=normalize)
@@ -147,7 +111,7 @@ def test_mine_semihard_follows_tensorflows_rule(backend, metric, batch, normaliz
                                    rtol=1e-12)
 
 
-@given(batch=batches())
+@given(batch=continuous_batches())
 def test_mined_triplets_are_valid(backend, batch):
     x, labels = batch
     for miner in (rl.mine_batch_hard, rl.mine_semihard):
@@ -181,7 +145,7 @@ def _gathered_loss(backend, x, triplets, reduction, g_terms, **kw):
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean", "mean_nonzero"])
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("metric", METRICS)
-@given(batch=batches(), margin=st.floats(0.0, 2.0, allow_subnormal=False),
+@given(batch=continuous_batches(), margin=st.floats(0.0, 2.0, allow_subnormal=False),
        seed=st.integers(0, 2**16))
 def test_batch_hard_loss_equals_triplet_loss_on_mined_triplets(backend, metric, soft,
                                                                reduction, batch, margin, seed):
@@ -206,8 +170,8 @@ def test_batch_hard_loss_equals_triplet_loss_on_mined_triplets(backend, metric, 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean", "mean_nonzero"])
 @pytest.mark.parametrize("metric", METRICS)
-@given(batch=batches(), margin=st.floats(0.0, 2.0, allow_subnormal=False), normalize=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(batch=continuous_batches(), margin=st.floats(0.0, 2.0, allow_subnormal=False),
+       normalize=st.booleans(), seed=st.integers(0, 2**16))
 def test_semihard_loss_equals_triplet_loss_on_mined_triplets(backend, metric, reduction, batch,
                                                              margin, normalize, seed):
     x, labels = batch

@@ -3,9 +3,9 @@ differences and torch autograd; invariances, conventions, edge cases, bad input.
 
 Oracle: an O(B³) loop transcription of the definitions in DESIGN.md
 ("Triplet loss", "Mining over a labeled batch"), in NumPy float64, with the
-distance and normalisation derivatives written out per pair. It shares no
-code with refloss. Inputs are drawn as NumPy float64 and moved to each
-backend with ``backend.asarray``.
+distance and normalisation derivatives written out per pair (the shared
+loops of tests/helpers.py). It shares no code with refloss. Inputs are
+drawn as NumPy float64 and moved to each backend with ``backend.asarray``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,20 @@ import numpy as np
 import pytest
 from helpers import (
     assert_close,
+    continuous_batches,
     directional_fd,
+    kink_gap,
     nonzero_tol,
+    o_block_triplets,
+    o_dist,
+    o_dist_grad,
+    o_matrix,
+    o_normalize,
+    o_normalize_vjp,
+    o_reduce,
+    o_sets,
+    o_triplet_loss,
+    o_valid_triplets,
     to_numpy,
     tolerance,
     unit_directions,
@@ -49,108 +61,17 @@ GRAD_TOL = {"rtol": 1e-8, "atol": 1e-10}
 
 
 # --------------------------------------------------------------------------
-# the oracle
+# the oracle: the shared loops of tests/helpers.py (distances, miners, the
+# triplet loss on given triplets), plus triplet_margin_loss's own below
 
 
-def o_dist(u, v, metric):
-    diff = u - v
-    sq = float(diff @ diff)
-    if metric == "euclidean":
-        return math.sqrt(sq)
-    if metric == "sqeuclidean":
-        return sq
-    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
-    if nu == 0.0 or nv == 0.0:
-        return 1.0
-    w = u / nu - v / nv
-    return 0.5 * float(w @ w)
-
-
-def o_dist_grad(u, v, metric):
-    """(∂d/∂u, ∂d/∂v); 0 at d = 0 for euclidean and for zero rows in cosine."""
-    diff = u - v
-    if metric == "euclidean":
-        d = math.sqrt(float(diff @ diff))
-        if d == 0.0:
-            return np.zeros_like(u), np.zeros_like(v)
-        return diff / d, -diff / d
-    if metric == "sqeuclidean":
-        return 2.0 * diff, -2.0 * diff
-    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
-    if nu == 0.0 or nv == 0.0:
-        return np.zeros_like(u), np.zeros_like(v)
-    uh, vh = u / nu, v / nv
-    c = float(uh @ vh)
-    return -(vh - c * uh) / nu, -(uh - c * vh) / nv
-
-
-def o_normalize(x):
-    out = np.zeros_like(x)
-    for i, row in enumerate(x):
-        n = float(np.linalg.norm(row))
-        if n > 0:
-            out[i] = row / n
-    return out
-
-
-def o_normalize_vjp(x, g):
-    out = np.zeros_like(x)
-    for i, row in enumerate(x):
-        n = float(np.linalg.norm(row))
-        if n > 0:
-            h = row / n
-            out[i] = (g[i] - h * float(h @ g[i])) / n
-    return out
-
-
-def o_matrix(x, metric):
-    b = x.shape[0]
-    return np.array([[o_dist(x[i], x[j], metric) for j in range(b)] for i in range(b)]).reshape(
-        b, b
-    )
-
-
-def o_sets(labels, a):
-    b = len(labels)
-    pos = [p for p in range(b) if p != a and labels[p] == labels[a]]
-    neg = [n for n in range(b) if labels[n] != labels[a]]
-    return pos, neg
+# the shared miner's names for the mining strategies
+O_KIND = {"batch_all": "all", "batch_hard": "hard", "semihard": "semihard"}
 
 
 def o_mine(dm, labels, kind):
     """[(output index, a, p, n)]: every valid triplet, or the mined ones."""
-    out = []
-    for a in range(len(labels)):
-        pos, neg = o_sets(labels, a)
-        if not pos or not neg:
-            continue
-        if kind == "batch_all":
-            out += [((a, p), a, p, n) for p in pos for n in neg]
-        elif kind == "batch_hard":
-            p_star = pos[0]
-            for p in pos:  # strict: the lowest index wins a tie
-                if dm[a, p] > dm[a, p_star]:
-                    p_star = p
-            n_star = neg[0]
-            for n in neg:
-                if dm[a, n] < dm[a, n_star]:
-                    n_star = n
-            out.append((a, a, p_star, n_star))
-        else:  # semihard
-            for p in pos:
-                above = [n for n in neg if dm[a, n] > dm[a, p]]
-                if above:
-                    n_star = above[0]
-                    for n in above:
-                        if dm[a, n] < dm[a, n_star]:
-                            n_star = n
-                else:
-                    n_star = neg[0]
-                    for n in neg:
-                        if dm[a, n] > dm[a, n_star]:
-                            n_star = n
-                out.append(((a, p), a, p, n_star))
-    return out
+    return o_block_triplets(dm, labels, O_KIND[kind], 0, len(labels))
 
 
 def o_term(d_ap, d_an, margin, soft):
@@ -163,48 +84,16 @@ def o_term(d_ap, d_an, margin, soft):
     return max(z, 0.0), 1.0 if z > 0 else 0.0
 
 
-def o_reduce(terms, flags, reduction, g):
-    """value and the upstream weight of each term given per-triplet positivity flags."""
-    total = float(np.sum(terms))
-    n, nz = len(flags), int(np.sum(flags))
-    if reduction == "none":
-        return terms, None
-    if reduction == "sum":
-        return total, 1.0
-    if reduction == "mean":
-        return (total / n, 1.0 / n) if n else (0.0, 0.0)
-    return (total / nz, 1.0 / nz) if nz else (0.0, 0.0)
-
-
 def o_loss(x, labels, kind, *, margin=1.0, metric="euclidean", soft=False,
            normalize=False, reduction="mean", g=None):
-    """Brute-force value and gradient (upstream ``g`` for reduction "none")."""
+    """Brute-force value and gradient (upstream ``g`` for reduction "none");
+    "mean_nonzero" counts the terms above the rounding tolerance τ."""
     b = x.shape[0]
-    xe = o_normalize(x) if normalize else x
-    dm = o_matrix(xe, metric)
-    triplets = o_mine(dm, labels, kind)
-    terms = np.zeros((b,) if kind == "batch_hard" else (b, b))
+    dm = o_matrix(o_normalize(x) if normalize else x, metric)
     tau = 0.0 if soft or b == 0 else nonzero_tol(float(dm.max()), margin)
-    flags, derivs = [], []
-    for o, a, p, n in triplets:
-        val, der = o_term(dm[a, p], dm[a, n], margin, soft)
-        terms[o] += val
-        flags.append(val > tau)
-        derivs.append(der)
-    value, scale = o_reduce(terms, flags, reduction, g)
-    gd = np.zeros((b, b))
-    for (o, a, p, n), der in zip(triplets, derivs):
-        w = (g[o] if reduction == "none" else scale) * der
-        gd[a, p] += w
-        gd[a, n] -= w
-    ge = np.zeros_like(x)
-    for i in range(b):
-        for j in range(b):
-            if gd[i, j] != 0.0:
-                gu, gv = o_dist_grad(xe[i], xe[j], metric)
-                ge[i] += gd[i, j] * gu
-                ge[j] += gd[i, j] * gv
-    return value, (o_normalize_vjp(x, ge) if normalize else ge)
+    return o_triplet_loss(x, o_mine(dm, labels, kind), (b,) if kind == "batch_hard" else (b, b),
+                          margin=margin, metric=metric, soft=soft, normalize=normalize,
+                          reduction=reduction, g=g, tau=tau, dm=dm)
 
 
 def o_triplet(a, p, n, *, margin=1.0, metric="euclidean", soft=False, swap=False,
@@ -225,7 +114,7 @@ def o_triplet(a, p, n, *, margin=1.0, metric="euclidean", soft=False, swap=False
     tau = 0.0 if soft else nonzero_tol(max(used), margin)
     flags = [t > tau for t in terms]
     terms = np.array(terms)
-    value, scale = o_reduce(terms, flags, reduction, g)
+    value, scale = o_reduce(terms, flags, reduction)
     grads = [np.zeros_like(v) for v in ins]
     for i, (use_pn, der) in enumerate(parts):
         w = (g[i] if reduction == "none" else scale) * der
@@ -245,44 +134,8 @@ def o_triplet(a, p, n, *, margin=1.0, metric="euclidean", soft=False, swap=False
     return value, tuple(grads)
 
 
-def kink_gap(x, labels, kind, margin, metric, soft, normalize):
-    """Distance of the input to every kink of the loss: distinct rows, ties
-    within an anchor's distances (max/min runner-up, the semi-hard boundary),
-    hinge arguments of valid triplets, and (cosine) tiny norms."""
-    xe = o_normalize(x) if normalize else x
-    dm = o_matrix(xe, metric)
-    gaps = [np.inf]
-    b = x.shape[0]
-    for i in range(b):
-        others = np.delete(dm[i], i)
-        gaps.append(others.min() if others.size else np.inf)
-        s = np.sort(others)
-        if s.size > 1:
-            gaps.append(np.diff(s).min())
-        if not soft:
-            for _, a, p, n in o_mine(dm, labels, "batch_all"):
-                if a == i:
-                    gaps.append(abs((dm[a, p] + margin) - dm[a, n]))
-    if metric == "cosine" or normalize:
-        gaps.append(np.linalg.norm(x, axis=1).min() if b else np.inf)
-    return min(gaps)
-
-
 # --------------------------------------------------------------------------
 # strategies
-
-
-@st.composite
-def batches(draw, min_rows=1, max_rows=8, max_dim=4, max_classes=4):
-    """A labeled batch with continuous coordinates (no exact ties but the
-    structural ones: D = 1 cosine distances are 0 or 2 exactly)."""
-    b = draw(st.integers(min_rows, max_rows))
-    dim = draw(st.integers(1, max_dim))
-    classes = draw(st.integers(1, max_classes))
-    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    scale = draw(st.sampled_from([0.3, 1.0, 3.0]))
-    return rng.normal(size=(b, dim)) * scale, labels
 
 
 # no subnormal margins: XLA on CPU flushes them to zero
@@ -316,7 +169,8 @@ def out_shape(kind, b, reduction):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(), margin=margins, normalize=st.booleans(), seed=st.integers(0, 2**16))
+@given(batch=continuous_batches(), margin=margins, normalize=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_labeled_loss_matches_brute_force(backend, kind, soft, metric, reduction, batch,
                                           margin, normalize, seed):
     x, labels = batch
@@ -358,13 +212,14 @@ def test_triplet_margin_loss_matches_brute_force(backend, soft, metric, reductio
 
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(min_rows=2, max_rows=6), margin=margins, normalize=st.booleans(),
+@given(batch=continuous_batches(min_rows=2, max_rows=6), margin=margins, normalize=st.booleans(),
        reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
 def test_labeled_loss_gradient_matches_finite_differences(numpy_backend, kind, soft, metric,
                                                           batch, margin, normalize,
                                                           reduction, seed):
     x, labels = batch
-    assume(kink_gap(x, labels, kind, margin, metric, soft, normalize) > 1e-3)
+    assume(kink_gap(x, o_valid_triplets(labels), margin=margin, metric=metric, soft=soft,
+                    normalize=normalize) > 1e-3)
     rng = np.random.default_rng(seed)
     fn = LOSSES[kind]
     kw = {"margin": margin, "metric": metric, "normalize": normalize, "reduction": reduction}
@@ -419,7 +274,7 @@ def test_triplet_margin_loss_gradient_matches_finite_differences(
 
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(min_rows=2), margin=margins, normalize=st.booleans(),
+@given(batch=continuous_batches(min_rows=2), margin=margins, normalize=st.booleans(),
        reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
 def test_labeled_loss_gradient_matches_torch_autograd(kind, soft, metric, batch, margin,
                                                       normalize, reduction, seed):
@@ -567,7 +422,7 @@ def test_losses_run_without_data_dependent_shapes():
 
 
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(), shift=st.integers(-5, 5), seed=st.integers(0, 2**16))
+@given(batch=continuous_batches(), shift=st.integers(-5, 5), seed=st.integers(0, 2**16))
 def test_relabelling_leaves_loss_and_gradient_unchanged(backend, kind, soft, batch, shift,
                                                         seed):
     x, labels = batch
@@ -586,7 +441,7 @@ def test_relabelling_leaves_loss_and_gradient_unchanged(backend, kind, soft, bat
 
 
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(), seed=st.integers(0, 2**16))
+@given(batch=continuous_batches(), seed=st.integers(0, 2**16))
 def test_permuting_the_batch_permutes_the_results(backend, kind, soft, batch, seed):
     x, labels = batch
     rng = np.random.default_rng(seed)
@@ -606,7 +461,7 @@ def test_permuting_the_batch_permutes_the_results(backend, kind, soft, batch, se
 
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
 @pytest.mark.parametrize(("kind", "soft"), VARIANTS, ids=VARIANT_IDS)
-@given(batch=batches(), offset=hnp.arrays(np.float64, 4, elements=st.floats(-10, 10)))
+@given(batch=continuous_batches(), offset=hnp.arrays(np.float64, 4, elements=st.floats(-10, 10)))
 def test_euclidean_losses_are_translation_invariant(backend, kind, soft, metric, batch,
                                                     offset):
     x, labels = batch
@@ -626,7 +481,7 @@ def test_euclidean_losses_are_translation_invariant(backend, kind, soft, metric,
 # relations between the losses
 
 
-@given(batch=batches(), margin=margins, soft=st.booleans())
+@given(batch=continuous_batches(), margin=margins, soft=st.booleans())
 def test_batch_hard_term_bounds_every_batch_all_term_of_its_anchor(backend, batch, margin,
                                                                    soft):
     x, labels = batch
@@ -650,7 +505,7 @@ def test_batch_hard_term_bounds_every_batch_all_term_of_its_anchor(backend, batc
 
 
 @pytest.mark.parametrize("kind", ["batch_all", "semihard"])
-@given(batch=batches(), margin=margins)
+@given(batch=continuous_batches(), margin=margins)
 def test_reductions_are_consistent(backend, kind, batch, margin):
     """sum == Σ none; mean == sum / #valid terms; mean_nonzero == sum / #(terms > 0)."""
     x, labels = batch
@@ -815,7 +670,8 @@ def test_wide_class_gradient_matches_finite_differences_and_torch_autograd(kind,
     labels = rng.permutation(np.repeat(np.arange(2), [12, 4]))
     x = rng.standard_normal((labels.shape[0], 3))
     kw = {"margin": 0.8, "reduction": reduction}
-    assert kink_gap(x, labels, kind, 0.8, "euclidean", False, False) > 1e-3
+    assert kink_gap(x, o_valid_triplets(labels), margin=0.8, metric="euclidean",
+                    soft=False, normalize=False) > 1e-3
     fn = LOSSES[kind]
     _, (gx, _) = rl.value_and_grad(fn, x, labels, **kw)
     for v in unit_directions(rng, x.shape):

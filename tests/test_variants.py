@@ -13,16 +13,25 @@ JAX adapters.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from helpers import (
     assert_close,
+    continuous_batches,
     directional_fd,
     kink_gap,
+    o_block_triplets,
     o_contrastive,
     o_dist,
+    o_matrix,
     o_normalize,
+    o_sets,
     o_triplet_loss,
+    o_valid_triplets,
     to_numpy,
     tolerance,
     unit_directions,
@@ -75,16 +84,9 @@ def pairs_case(draw, max_rows=6, max_dim=3):
     return rng.normal(size=(n, dim)), rng.normal(size=(n, dim)), same
 
 
-@st.composite
-def batches(draw, min_rows=1, max_rows=7, max_dim=3, max_classes=3):
-    """A labeled batch with continuous coordinates (ties only where D = 1
-    cosine makes them: distances 0 or 2)."""
-    b = draw(st.integers(min_rows, max_rows))
-    dim = draw(st.integers(1, max_dim))
-    classes = draw(st.integers(1, max_classes))
-    labels = np.asarray(draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, classes - 1))))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return rng.normal(size=(b, dim)) * draw(st.sampled_from([0.3, 1.0, 3.0])), labels
+# a labeled batch with continuous coordinates (ties only where D = 1 cosine
+# makes them: distances 0 or 2)
+batches = functools.partial(continuous_batches, max_rows=7, max_dim=3, max_classes=3)
 
 
 # --------------------------------------------------------------------------
@@ -207,12 +209,6 @@ def test_contrastive_scale_must_be_a_finite_positive_number(numpy_backend, fn, s
 # batch-all over unordered anchor-positive pairs
 
 
-def o_sets(labels, a):
-    pos = [p for p in range(len(labels)) if p != a and labels[p] == labels[a]]
-    neg = [n for n in range(len(labels)) if labels[n] != labels[a]]
-    return pos, neg
-
-
 def unordered_triplets(labels):
     """Every (slot, a, p, n) with a < p, y_p = y_a, y_n != y_a."""
     out = []
@@ -220,25 +216,6 @@ def unordered_triplets(labels):
         pos, neg = o_sets(labels, a)
         out += [((a, p), a, p, n) for p in pos if p > a for n in neg]
     return out
-
-
-@given(data=st.data(), metric=st.sampled_from(METRICS), soft=st.booleans(), margin=margins,
-       normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_batch_all_unordered_matches_brute_force(backend, data, metric, soft, margin, normalize,
-                                                 reduction, seed):
-    skip_eager_jax(backend)
-    x, labels = data.draw(batches())
-    b = x.shape[0]
-    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-          "reduction": reduction}
-    g = upstream(np.random.default_rng(seed), (b, b) if reduction == "none" else ())
-    expected, egx = o_triplet_loss(x, unordered_triplets(labels), (b, b), g=g, **kw)
-    value, (gx, gl) = pull(backend, rl.batch_all_triplet_loss,
-                           (backend.asarray(x), backend.asarray(labels)), g,
-                           pairs="unordered", **kw)
-    assert gl is None
-    assert_close(value, expected, backend, dtype="float64")
-    assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -255,29 +232,6 @@ def test_batch_all_unordered_wide_classes_match_brute_force(numpy_backend, reduc
                           pairs="unordered", **kw)
     assert_close(value, expected, numpy_backend, dtype="float64")
     assert_close(gx, egx, numpy_backend, dtype="float64", **GRAD_TOL)
-
-
-@given(batch=batches(min_rows=2, max_rows=6), metric=st.sampled_from(METRICS),
-       soft=st.booleans(), margin=margins, normalize=st.booleans(),
-       reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_batch_all_unordered_gradient_matches_finite_differences(batch, metric, soft, margin,
-                                                                 normalize, reduction, seed):
-    x, labels = batch
-    candidates = [t[1:] for t in unordered_triplets(labels)]
-    assume(kink_gap(x, candidates, margin=margin, metric=metric, soft=soft,
-                    normalize=normalize) > KINK)
-    rng = np.random.default_rng(seed)
-    b = x.shape[0]
-    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-          "reduction": reduction, "pairs": "unordered"}
-    g = upstream(rng, (b, b) if reduction == "none" else ())
-    _, (gx, _) = pull(None, rl.batch_all_triplet_loss, (x, labels), g, **kw)
-
-    def scalar(z):
-        return float(np.sum(np.asarray(rl.batch_all_triplet_loss(z, labels, **kw)) * g))
-
-    for v in unit_directions(rng, x.shape, n=2):
-        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
 
 
 def test_batch_all_unordered_by_hand(backend):
@@ -319,68 +273,10 @@ def test_batch_all_pairs_must_be_a_known_choice(numpy_backend):
 
 def self_positive_triplets(x, labels, metric, normalize):
     """One (slot, a, p*, n*) per anchor with a negative; p* over {a} ∪ positives
-    with d_aa = 0, n* over the negatives; ties to the lowest index."""
-    xe = o_normalize(x) if normalize else x
-    out = []
-    for a in range(len(labels)):
-        pos, neg = o_sets(labels, a)
-        if not neg:
-            continue
-        cands = sorted([a, *pos])
-        dist = {p: 0.0 if p == a else o_dist(xe[a], xe[p], metric) for p in cands}
-        p_star = cands[0]
-        for p in cands:  # strict: the lowest index wins a tie
-            if dist[p] > dist[p_star]:
-                p_star = p
-        n_star = neg[0]
-        for n in neg:
-            if o_dist(xe[a], xe[n], metric) < o_dist(xe[a], xe[n_star], metric):
-                n_star = n
-        out.append((a, a, p_star, n_star))
-    return out
-
-
-@given(data=st.data(), metric=st.sampled_from(METRICS), soft=st.booleans(), margin=margins,
-       normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_batch_hard_anchor_as_positive_matches_brute_force(backend, data, metric, soft, margin,
-                                                           normalize, reduction, seed):
-    skip_eager_jax(backend)
-    x, labels = data.draw(batches(min_rows=0))
-    b = x.shape[0]
-    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-          "reduction": reduction}
-    g = upstream(np.random.default_rng(seed), (b,) if reduction == "none" else ())
-    triplets = self_positive_triplets(x, labels, metric, normalize)
-    expected, egx = o_triplet_loss(x, triplets, (b,), g=g, **kw)
-    value, (gx, gl) = pull(backend, rl.batch_hard_triplet_loss,
-                           (backend.asarray(x), backend.asarray(labels)), g,
-                           anchor_as_positive=True, **kw)
-    assert gl is None
-    assert_close(value, expected, backend, dtype="float64")
-    assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
-
-
-@given(batch=batches(min_rows=2, max_rows=6), metric=st.sampled_from(METRICS),
-       soft=st.booleans(), margin=margins, normalize=st.booleans(),
-       reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_batch_hard_anchor_as_positive_gradient_matches_finite_differences(
-        batch, metric, soft, margin, normalize, reduction, seed):
-    x, labels = batch
-    candidates = [(a, p, n) for a in range(len(labels))
-                  for p in [a, *o_sets(labels, a)[0]] for n in o_sets(labels, a)[1]]
-    assume(kink_gap(x, candidates, margin=margin, metric=metric, soft=soft,
-                    normalize=normalize) > KINK)
-    rng = np.random.default_rng(seed)
-    kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-          "reduction": reduction, "anchor_as_positive": True}
-    g = upstream(rng, (x.shape[0],) if reduction == "none" else ())
-    _, (gx, _) = pull(None, rl.batch_hard_triplet_loss, (x, labels), g, **kw)
-
-    def scalar(z):
-        return float(np.sum(np.asarray(rl.batch_hard_triplet_loss(z, labels, **kw)) * g))
-
-    for v in unit_directions(rng, x.shape, n=2):
-        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
+    with d_aa = 0, n* over the negatives; ties to the lowest index (the shared
+    brute-force miner)."""
+    dm = o_matrix(o_normalize(x) if normalize else x, metric)
+    return o_block_triplets(dm, labels, "hard", 0, len(labels), anchor_as_positive=True)
 
 
 def test_batch_hard_anchor_as_positive_by_hand(backend):
@@ -452,52 +348,87 @@ def hardest_negative_triplets(x, labels, metric, normalize):
     return out
 
 
+# --------------------------------------------------------------------------
+# the three triplet variants against the brute force and finite differences
+
+
+class Variant(NamedTuple):
+    """A triplet variant: its loss and option, the oracle's triplets, and
+    every (a, p, n) it may use (finite differences keep off their kinks)."""
+
+    loss: Callable
+    options: dict
+    triplets: Callable  # (x, labels, metric, normalize) -> [(slot, a, p, n)]
+    candidates: Callable  # labels -> [(a, p, n)]
+    per_anchor: bool  # "none" gives [B] terms (else [B, B])
+    miner: Callable | None = None  # returns exactly the oracle's triplets
+
+
+TRIPLET_VARIANTS = {
+    "batch_all-unordered": Variant(
+        rl.batch_all_triplet_loss, {"pairs": "unordered"},
+        lambda x, labels, metric, normalize: unordered_triplets(labels),
+        lambda labels: [t[1:] for t in unordered_triplets(labels)], per_anchor=False),
+    "batch_hard-anchor_as_positive": Variant(
+        rl.batch_hard_triplet_loss, {"anchor_as_positive": True}, self_positive_triplets,
+        lambda labels: [(a, p, n) for a in range(len(labels))
+                        for p in [a, *o_sets(labels, a)[0]] for n in o_sets(labels, a)[1]],
+        per_anchor=True),
+    "hardest_negative": Variant(
+        rl.hardest_negative_triplet_loss, {}, hardest_negative_triplets, o_valid_triplets,
+        per_anchor=False, miner=rl.mine_hardest_negative),
+}
+
+
+@pytest.mark.parametrize("variant", TRIPLET_VARIANTS)
 @given(data=st.data(), metric=st.sampled_from(METRICS), soft=st.booleans(), margin=margins,
        normalize=st.booleans(), reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_hardest_negative_matches_brute_force(backend, data, metric, soft, margin, normalize,
-                                              reduction, seed):
+def test_triplet_variant_matches_brute_force(backend, variant, data, metric, soft, margin,
+                                             normalize, reduction, seed):
     skip_eager_jax(backend)
+    v = TRIPLET_VARIANTS[variant]
     x, labels = data.draw(batches(min_rows=0))
     b = x.shape[0]
     kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
           "reduction": reduction}
-    g = upstream(np.random.default_rng(seed), (b, b) if reduction == "none" else ())
-    triplets = hardest_negative_triplets(x, labels, metric, normalize)
-    expected, egx = o_triplet_loss(x, triplets, (b, b), g=g, **kw)
-    value, (gx, gl) = pull(backend, rl.hardest_negative_triplet_loss,
-                           (backend.asarray(x), backend.asarray(labels)), g, **kw)
+    shape = (b,) if v.per_anchor else (b, b)
+    g = upstream(np.random.default_rng(seed), shape if reduction == "none" else ())
+    triplets = v.triplets(x, labels, metric, normalize)
+    expected, egx = o_triplet_loss(x, triplets, shape, g=g, **kw)
+    value, (gx, gl) = pull(backend, v.loss, (backend.asarray(x), backend.asarray(labels)), g,
+                           **v.options, **kw)
     assert gl is None
     assert_close(value, expected, backend, dtype="float64")
     assert_close(gx, egx, backend, dtype="float64", **GRAD_TOL)
     # the miner returns exactly these triplets, in row-major order of (a, p)
-    if reduction == "sum":
-        got = [to_numpy(t).tolist() for t in rl.mine_hardest_negative(
+    if v.miner is not None and reduction == "sum":
+        got = [to_numpy(t).tolist() for t in v.miner(
             backend.asarray(x), backend.asarray(labels), metric=metric, normalize=normalize)]
         assert got == [[t[k] for t in triplets] for k in (1, 2, 3)]
 
 
+@pytest.mark.parametrize("variant", TRIPLET_VARIANTS)
 @given(batch=batches(min_rows=2, max_rows=6), metric=st.sampled_from(METRICS),
        soft=st.booleans(), margin=margins, normalize=st.booleans(),
        reduction=st.sampled_from(REDUCTIONS), seed=st.integers(0, 2**16))
-def test_hardest_negative_gradient_matches_finite_differences(batch, metric, soft, margin,
-                                                              normalize, reduction, seed):
+def test_triplet_variant_gradient_matches_finite_differences(variant, batch, metric, soft,
+                                                             margin, normalize, reduction, seed):
+    v = TRIPLET_VARIANTS[variant]
     x, labels = batch
-    candidates = [(a, p, n) for a in range(len(labels))
-                  for p in o_sets(labels, a)[0] for n in o_sets(labels, a)[1]]
-    assume(kink_gap(x, candidates, margin=margin, metric=metric, soft=soft,
+    assume(kink_gap(x, v.candidates(labels), margin=margin, metric=metric, soft=soft,
                     normalize=normalize) > KINK)
     rng = np.random.default_rng(seed)
     b = x.shape[0]
     kw = {"margin": margin, "metric": metric, "soft": soft, "normalize": normalize,
-          "reduction": reduction}
-    g = upstream(rng, (b, b) if reduction == "none" else ())
-    _, (gx, _) = pull(None, rl.hardest_negative_triplet_loss, (x, labels), g, **kw)
+          "reduction": reduction, **v.options}
+    g = upstream(rng, ((b,) if v.per_anchor else (b, b)) if reduction == "none" else ())
+    _, (gx, _) = pull(None, v.loss, (x, labels), g, **kw)
 
     def scalar(z):
-        return float(np.sum(np.asarray(rl.hardest_negative_triplet_loss(z, labels, **kw)) * g))
+        return float(np.sum(np.asarray(v.loss(z, labels, **kw)) * g))
 
-    for v in unit_directions(rng, x.shape, n=2):
-        np.testing.assert_allclose(np.sum(gx * v), directional_fd(scalar, [x], 0, v), **FD_TOL)
+    for u in unit_directions(rng, x.shape, n=2):
+        np.testing.assert_allclose(np.sum(gx * u), directional_fd(scalar, [x], 0, u), **FD_TOL)
 
 
 @given(batch=batches(min_rows=0), metric=st.sampled_from(METRICS), soft=st.booleans(),
