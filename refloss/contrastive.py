@@ -445,7 +445,7 @@ def _all_pairs_fwd(
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
     del tmat
     res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed, block)
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _all_pairs_bwd(residuals, g):

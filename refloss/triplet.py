@@ -298,7 +298,7 @@ def _triplet_fwd(
     tol = _tol(xp, reduction, xp.maximum(d_ap, d_neg), margin, soft)
     value, rres = reduce_forward(xp, terms, reduction, tol=tol)
     res = (xp, dtype, soft, z, terms, rres, r_ap, r_an, r_pn, use_pn, nres)
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _triplet_bwd(residuals, g):
@@ -411,7 +411,7 @@ def _batch_hard_fwd(
         xp, labels, "hard", anchor_as_positive=anchor_as_positive)
     value, rres = _reduce(xp, terms, reduction, count, tol)
     res = (xp, dtype, (eres, sel, z, soft, terms, rres, (offset, d.shape[1])))
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _batch_hard_bwd(residuals, g):
@@ -523,7 +523,7 @@ def _semihard_fwd(
 ):
     xp, dtype, margin, d, eres, labels, width = _labeled_forward(
         x, labels, margin, metric, False, normalize, reduction, check,
-        table=reduction != "none", anchor_rows=anchor_rows,
+        table=True, anchor_rows=anchor_rows,
     )
     offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
@@ -531,22 +531,27 @@ def _semihard_fwd(
         return _empty(xp, x, d, reduction, (0, d.shape[1]))
     count = None if anchor_rows is None else _batch_count(xp, labels, "semihard")
     if width is not None:
-        # positives from the B×W table, negatives by value: one value sort
+        # positives from the B×W table, negatives by value: one value sort;
+        # "none" too (its B×B terms spread from the table at the end: the
+        # dense selection would hold int64 B×B sort orders and slots)
         tab = PositiveTable(xp, d, labels, width=width, offset=offset)
         pos, neg, _ = label_masks(xp, labels, d, offset)
         valid, d_an, tied, n_star = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
+        if reduction == "none":
+            terms = tab.to_dense(xp, terms, pos)
         value, rres = _reduce(
             xp, terms, reduction, xp.count_nonzero(valid) if count is None else count,
             _tol(xp, reduction, d, margin, False),
         )
+        del terms
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
         sel = (tab, pos, neg, d_an, tied, (labels, offset), n_star)
         res = (xp, dtype, (eres, d, sel, active, rres))
-        return xp.astype(value, dtype), res
+        return xp.astype(value, dtype, copy=False), res
     sel = SemiHard(xp, d, labels, offset=offset)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
@@ -560,7 +565,7 @@ def _semihard_fwd(
                             fallback=sel.fallback, valid=sel.valid)
     del sel
     res = (xp, dtype, (eres, d, order, active, rres))
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _semihard_compact(xp, d, neg, tab):
@@ -625,11 +630,8 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
         # passes' count back would stall the backward): the weights summed
         # by n* as by value, with the column index as the value (exact in
         # floating point: n* < B)
-        b = d.shape[1]  # the columns (d may be a block of anchor rows)
-        idx = xp.astype(xp.arange(b, device=_device(d)), d.dtype)
-        columns = xp.zeros_like(d) + idx[None, :]
         return dense_w - _negatives_by_value(
-            xp, columns, neg, xp.astype(n_star, d.dtype), weights
+            xp, None, neg, xp.astype(n_star, d.dtype), weights, like=d
         )
     values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
     if values.shape[1] > _TIED_PASSES:
@@ -677,41 +679,52 @@ def _sorted_runs(xp, keys, weights):
 def _negatives_by_index(xp, d, neg, values, weights):
     r"""``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``, n_j(a) the lowest-index
     negative of a at distance ``values[a, j]``: per column j one ``argmax``
-    of a B×B equality mask (ties go to the lowest index)."""
-    b = d.shape[1]
-    idx = _checks.default_index_dtype(xp, _device(d))
-    cols = xp.arange(b, dtype=idx, device=_device(d))
-    h = xp.zeros_like(d)
-    for j in range(values.shape[1]):
-        hit = xp.astype(neg & (d == values[:, j : j + 1]), d.dtype)
-        n_star = xp.astype(xp.argmax(hit, axis=1), idx)
-        h = h + xp.where(cols[None, :] == n_star[:, None], weights[:, j : j + 1], 0.0)
-    return h
+    of a B×B equality mask (ties go to the lowest index), then the weights
+    summed by n_j(a) in one pass (:func:`_negatives_by_value` with the column
+    index as the value), so that no B×B sum is carried through the loop."""
+    n_star = [
+        xp.argmax(xp.astype(neg & (d == values[:, j : j + 1]), d.dtype), axis=1)
+        for j in range(values.shape[1])
+    ]
+    if not n_star:
+        return xp.zeros_like(d)
+    n_star = xp.astype(xp.stack(n_star, axis=1), d.dtype)  # exact: n* < B
+    return _negatives_by_value(xp, None, neg, n_star, weights, like=d)
 
 
-def _negatives_by_value(xp, d, neg, values, weights):
+def _negatives_by_value(xp, d, neg, values, weights, like=None):
     r"""``H[a, n] = Σ_j weights[a, j] [d_an = values[a, j]]`` over the negatives.
 
     Each row's (value, weight) pairs are sorted by value and the weights of
     a run of equal values summed onto its first entry (prefix sums, and a
     search of each value's run end: B×W work); then one row-wise search
     (side "left") of every d_an finds the run that d_an opens, if any.
-    Zero weights are left out (their value may be anything).
+    Zero weights are left out (their value may be anything). ``d=None``
+    matches the column index n instead of d_an (built per row block, shaped
+    as ``like``): H then sums the weights by the negative's index.
     """
-    b = d.shape[0]
+    if d is None:
+        cols = xp.astype(xp.arange(like.shape[1], device=_device(like)), like.dtype)
+    else:
+        like = d
+    b = like.shape[0]
     keys, run = _sorted_runs(xp, xp.where(weights != 0, values, float("inf")), weights)
     # one +inf column: a d_an above every value lands on it and matches nothing
-    pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(d))
+    pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(like))
     keys = xp.concat([keys, pad], axis=1)
-    run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(d))], axis=1)
+    run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(like))], axis=1)
 
     def block(r0, r1):
-        q = d[r0:r1, :]
+        if d is None:
+            q = xp.zeros((r1 - r0, like.shape[1]), dtype=like.dtype, device=_device(like))
+            q = q + cols[None, :]
+        else:
+            q = d[r0:r1, :]
         at = row_searchsorted(xp, keys[r0:r1, :], q, side="left")
         hit = neg[r0:r1, :] & (xp.take_along_axis(keys[r0:r1, :], at, axis=1) == q)
         return xp.where(hit, xp.take_along_axis(run[r0:r1, :], at, axis=1), 0.0)
 
-    return _by_row_blocks(xp, block, b, d.shape[1], d)
+    return _by_row_blocks(xp, block, b, like.shape[1], like)
 
 
 def _semihard_bwd(residuals, g):
@@ -719,15 +732,21 @@ def _semihard_bwd(residuals, g):
     if not isinstance(res, tuple):  # empty batch
         return res, None
     eres, d, sel, active, rres = res
-    weights, scale = _upstream(xp, rres, g, active, d.dtype)
     if isinstance(sel, tuple):
         tab, pos, neg, d_an, tied, labels, n_star = sel
+        if rres[0] == "none":  # g is B×B, the table B×W
+            g_tab = xp.take_along_axis(g, tab.members, axis=1)
+            weights, scale = xp.where(active, g_tab, 0.0), None
+            del g_tab
+        else:
+            weights, scale = _upstream(xp, rres, g, active, d.dtype)
         gd = _semihard_grad_compact(
             xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star
         )
         gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
         gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
+    weights, scale = _upstream(xp, rres, g, active, d.dtype)
     gd = weights - _semihard_negative_weights(xp, d, sel, weights)
     del weights
     gd = _scaled(gd, scale)
@@ -905,7 +924,7 @@ def _batch_all_fwd(
     else:
         value, rres = _reduce(xp, terms, reduction, n_valid)
     res = (xp, dtype, (eres, d, pos, neg, state, rres))
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _batch_all_bwd(residuals, g):
