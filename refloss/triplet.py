@@ -586,10 +586,14 @@ def _semihard_compact(xp, d, neg, tab):
     whole (peak memory, and on the CPU fewer fresh B×B allocations).
     """
     with_order = tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp)
+    # per-row quantities once, outside the blocks (ops per call)
+    n_neg = xp.count_nonzero(neg, axis=1)
+    last = _ops.clip(xp, n_neg - 1, 0, None)  # n_neg <= B: the upper bound holds
+    valid = tab.valid & (n_neg > 0)[:, None]
     blocks = [
         _semihard_compact_rows(
-            xp, d[r0:r1, :], neg[r0:r1, :], tab.d[r0:r1, :], tab.valid[r0:r1, :],
-            tab.width, with_order,
+            xp, d[r0:r1, :], neg[r0:r1, :], tab.d[r0:r1, :], valid[r0:r1, :],
+            n_neg[r0:r1, None], last[r0:r1, None], tab.width, with_order,
         )
         for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1])
     ]
@@ -599,11 +603,10 @@ def _semihard_compact(xp, d, neg, tab):
     )
 
 
-def _semihard_compact_rows(xp, d, neg, tab_d, tab_valid, width, with_order):
-    """:func:`_semihard_compact` on a block of rows (``tab_d``, ``tab_valid``
-    the table's rows)."""
+def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_order):
+    """:func:`_semihard_compact` on a block of rows (``tab_d``, ``valid`` the
+    table's rows, ``n_neg`` and ``last`` = max(n_neg - 1, 0) as columns)."""
     b = d.shape[1]  # the columns: positions in a sorted row
-    n_neg = xp.count_nonzero(neg, axis=1)
     order = None
     if with_order:
         neg_d = xp.where(neg, d, float("inf"))
@@ -613,16 +616,14 @@ def _semihard_compact_rows(xp, d, neg, tab_d, tab_valid, width, with_order):
     else:
         # values only: an unstable sort gives the same array, several times faster
         sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
-    last = _ops.clip(xp, n_neg - 1, 0, b - 1)
-    largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
+    largest = xp.take_along_axis(sorted_neg, last, axis=1)
     slot = row_searchsorted(xp, sorted_neg, tab_d, side="right")
-    above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, 0, b - 1), axis=1)
-    valid = tab_valid & (n_neg > 0)[:, None]
-    d_an = xp.where(valid, xp.where(slot < n_neg[:, None], above, largest), 0.0)
+    above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, None, b - 1), axis=1)
+    d_an = xp.where(valid, xp.where(slot < n_neg, above, largest), 0.0)
     tied, n_star = None, None
     if order is not None:
         first = row_searchsorted(xp, sorted_neg, d_an, side="left")
-        n_star = xp.take_along_axis(order, _ops.clip(xp, first, 0, b - 1), axis=1)
+        n_star = xp.take_along_axis(order, _ops.clip(xp, first, None, b - 1), axis=1)
     elif width > _LOOP_WIDTH:
         first = row_searchsorted(xp, sorted_neg, d_an, side="left")
         after = row_searchsorted(xp, sorted_neg, d_an, side="right")
