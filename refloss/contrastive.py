@@ -367,19 +367,14 @@ def _pack_upper(xp, tmat, n_rows, dev, rows=None):
     return xp.concat(parts) if len(parts) > 1 else parts[0]
 
 
-def _unpack_upper(xp, w, n_rows, dev, rows=None):
-    """The B×B matrix (b×B for ``rows=(start, stop)``) holding pair k's
-    ``w[k]`` at its (i, j > i), garbage below the diagonal (to be masked): a
-    gather at the rank :math:`s_i + j - i - 1` (less s_start), in row blocks."""
-    first = 0 if rows is None else _first_pair(n_rows, rows[0])
+def _unpack_rows(xp, w, n_rows, dev, r0, r1, origin):
+    """Rows r0..r1-1 (``[r1 - r0, B]``) of the matrix holding pair k's
+    ``w[k - s_origin]`` at its (i, j > i), garbage elsewhere (to be masked):
+    a gather at the rank :math:`s_i + j - i - 1 - s_{origin}`."""
     r, starts = _pair_starts(xp, n_rows, dev)
-    parts = []
-    for r0, r1 in _pair_row_blocks(n_rows, rows):
-        rank = starts[r0:r1, None] - first + (r[None, :] - r[r0:r1, None] - 1)
-        rank = _ops.clip(xp, rank, 0, w.shape[0] - 1)
-        parts.append(xp.reshape(xp.take(w, xp.reshape(rank, (-1,))), (r1 - r0, n_rows)))
-        del rank
-    return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+    rank = starts[r0:r1, None] - _first_pair(n_rows, origin) + (r[None, :] - r[r0:r1, None] - 1)
+    rank = _ops.clip(xp, rank, 0, max(w.shape[0] - 1, 0))
+    return xp.reshape(xp.take(w, xp.reshape(rank, (-1,))), (r1 - r0, n_rows))
 
 
 def _all_pairs_fwd(
@@ -443,28 +438,43 @@ def _all_pairs_fwd(
             xp, xp.reshape(tmat, (-1,)), reduction, count=n_pairs, tol=tol
         )
         terms = xp.zeros((), dtype=cdt, device=dev)  # the per-term weight is one scalar
-    del tmat
-    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed, block)
-    return xp.astype(value, dtype), res
+    del tmat, upper, same
+    # the masks are rebuilt from the labels per row block in the backward:
+    # not held through the distance VJP (peak memory)
+    tres = (None, *tres[1:])
+    res = (xp, dtype, nres, dres, dmat, tres, rres, terms, labels, packed, block)
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _all_pairs_bwd(residuals, g):
-    xp, dtype, nres, dres, dmat, tres, rres, terms, upper, packed, block = residuals
+    xp, dtype, nres, dres, dmat, tres, rres, terms, labels, packed, block = residuals
     w = reduce_backward(xp, rres, g, terms)
-    n_rows = upper.shape[0]
-    if not packed:
-        if terms.ndim == 0:  # a scalar reduction: one weight for every pair
-            wmat = xp.where(upper, w, 0.0)
-        else:  # "none" with no pairs
-            wmat = xp.zeros(upper.shape, dtype=terms.dtype, device=_device(terms))
-    else:
-        # gather, not scatter: entry (i, j > i) reads the weight of its rank
-        wmat = _unpack_upper(xp, xp.reshape(w, (-1,)), upper.shape[1], _device(terms), block)
-    wmat = xp.where(upper, wmat, xp.zeros_like(wmat))
-    if n_rows == 0:
+    n_cols = dmat.shape[1]
+    dev = _device(dmat)
+    start = 0 if block is None else block[0]
+    if dmat.shape[0] == 0:
         gx = xp.zeros_like(dres)  # dres is the input itself (no row to measure)
     else:
-        wmat = terms_backward(xp, tres, dmat, wmat)
+        r = xp.arange(n_cols, device=dev)
+        w_flat = xp.reshape(w, (-1,)) if packed else None
+        parts = []
+        for r0, r1 in _pair_row_blocks(n_cols, block):  # dL/dD by row blocks
+            upper = r[r0:r1, None] < r[None, :]
+            if packed:
+                # gather, not scatter: entry (i, j > i) reads the weight of its rank
+                wm = xp.where(upper, _unpack_rows(xp, w_flat, n_cols, dev, r0, r1, start), 0.0)
+            elif terms.ndim == 0:  # a scalar reduction: one weight for every pair
+                wm = xp.where(upper, w, 0.0)
+            else:  # "none" with no pairs
+                wm = xp.zeros(upper.shape, dtype=terms.dtype, device=dev)
+            del upper
+            same = labels[r0:r1, None] == labels[None, :]
+            parts.append(terms_backward(
+                xp, (same, *tres[1:]), dmat[r0 - start : r1 - start, :], wm
+            ))
+            del wm, same
+        wmat = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+        del parts, w_flat
         gx, gy = pairwise_backward(xp, dres, wmat)
         if block is not None:
             gx = block_grad(xp, gx, gy, block)

@@ -426,12 +426,18 @@ def compact_ok(xp: Any, labels: Any) -> bool:
 # public miners
 
 
-def _prepare(x, labels, metric, normalize, check=True):
+def _prepare(x, labels, metric, normalize, check=True, table=False):
+    """``(xp, d, labels, width)``: the distances and, with ``table``, the
+    positive table's width W read in the same fetch (None where the table
+    does not apply)."""
     xp, labels, fetch = check_labeled_batch(x, labels, metric, normalize, check)
+    table = table and labels.shape[0] > 0 and compact_ok(xp, labels)
+    if table:
+        fetch.want("width", class_width(xp, labels), labels.shape[0])
     xc = xp.astype(x, _checks.compute_dtype(xp, x.dtype))
     d, _ = embed_forward(xp, xc, metric, normalize, fetch)
     fetch.done()
-    return xp, d, labels
+    return xp, d, labels, fetch.value("width") if table else None
 
 
 def _empty_triplets(xp, like):
@@ -472,7 +478,7 @@ def mine_batch_hard(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize, check)
+    xp, d, labels, _ = _prepare(x, labels, metric, normalize, check)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     sel = BatchHard(xp, d, labels)
@@ -494,7 +500,10 @@ def mine_semihard(
     TensorFlow Addons' ``triplet_semihard_loss``, whose docstring suggests one).
 
     O(B² log B) time and O(B²) memory: one stable row-wise sort of the
-    negatives, then a row-wise search of every :math:`d_{ap}`.
+    negatives, then a row-wise search of every :math:`d_{ap}`. The positives
+    come from the class-sorted B×W table of :class:`PositiveTable` (W the
+    largest class) and the sort runs in a few row blocks, so that no B×B
+    index array is held (about 3 B×B floats' worth of memory at the peak).
 
     ``triplet_margin_loss(x[a], x[p], x[n], ...)`` on the returned indices
     equals :func:`refloss.semihard_triplet_loss` with the same options.
@@ -515,11 +524,47 @@ def mine_semihard(
         Schroff, Kalenichenko, Philbin. FaceNet. CVPR 2015. TensorFlow Addons
         ``tfa.losses.triplet_semihard_loss``.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize, check)
+    xp, d, labels, width = _prepare(x, labels, metric, normalize, check, table=True)
     b = d.shape[0]
     if b == 0:
         return _empty_triplets(xp, x)
-    sel = SemiHard(xp, d, labels, with_index=True)
-    anchor, positive = xp.nonzero(sel.valid)
-    negative = xp.take(xp.reshape(sel.neg, (-1,)), anchor * b + positive)
-    return anchor, positive, negative
+    if width is None:  # traced labels: the dense selection
+        sel = SemiHard(xp, d, labels, with_index=True)
+        anchor, positive = xp.nonzero(sel.valid)
+        negative = xp.take(xp.reshape(sel.neg, (-1,)), anchor * b + positive)
+        return anchor, positive, negative
+    from .triplet import _row_ranges  # the loss module's row blocks (it imports this one)
+
+    tab = PositiveTable(xp, d, labels, width=width)
+    _, neg, _ = label_masks(xp, labels, d)
+    n_neg = xp.count_nonzero(neg, axis=1)
+    parts = [
+        _semihard_index_rows(xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1], tab.d[r0:r1, :])
+        for r0, r1 in _row_ranges(d, b, b)
+    ]
+    n_star = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+    del parts, neg
+    # row-major (a, j) is row-major (a, p): a class's members ascend in the table
+    anchor, j = xp.nonzero(tab.valid & (n_neg > 0)[:, None])
+    flat = anchor * width + xp.astype(j, anchor.dtype)
+    positive = xp.take(xp.reshape(tab.members, (-1,)), flat)
+    negative = xp.take(xp.reshape(n_star, (-1,)), flat)
+    return anchor, xp.astype(positive, anchor.dtype), xp.astype(negative, anchor.dtype)
+
+
+def _semihard_index_rows(xp, d, neg, n_neg, d_ap):
+    """n* per (anchor row, table column): the lowest-index negative at the
+    first sorted negative distance strictly above ``d_ap`` (b×W), else at the
+    largest; the stable sort puts a run of equal distances in index order,
+    so the first position of a run is its lowest index (as :class:`SemiHard`)."""
+    last = max(d.shape[1] - 1, 0)
+    neg_d = xp.where(neg, d, float("inf"))
+    order = xp.argsort(neg_d, axis=1, stable=True)
+    sorted_neg = xp.take_along_axis(neg_d, order, axis=1)
+    del neg_d
+    top = xp.take_along_axis(sorted_neg, _ops.clip(xp, n_neg - 1, 0, last)[:, None], axis=1)
+    fallback = row_searchsorted(xp, sorted_neg, top, side="left")
+    slot = row_searchsorted(xp, sorted_neg, d_ap, side="right")
+    del sorted_neg
+    slot = xp.where(slot < n_neg[:, None], slot, fallback)
+    return xp.take_along_axis(order, _ops.clip(xp, slot, 0, last), axis=1)

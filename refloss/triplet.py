@@ -298,7 +298,7 @@ def _triplet_fwd(
     tol = _tol(xp, reduction, xp.maximum(d_ap, d_neg), margin, soft)
     value, rres = reduce_forward(xp, terms, reduction, tol=tol)
     res = (xp, dtype, soft, z, terms, rres, r_ap, r_an, r_pn, use_pn, nres)
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _triplet_bwd(residuals, g):
@@ -411,7 +411,7 @@ def _batch_hard_fwd(
         xp, labels, "hard", anchor_as_positive=anchor_as_positive)
     value, rres = _reduce(xp, terms, reduction, count, tol)
     res = (xp, dtype, (eres, sel, z, soft, terms, rres, (offset, d.shape[1])))
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _batch_hard_bwd(residuals, g):
@@ -523,7 +523,7 @@ def _semihard_fwd(
 ):
     xp, dtype, margin, d, eres, labels, width = _labeled_forward(
         x, labels, margin, metric, False, normalize, reduction, check,
-        table=reduction != "none", anchor_rows=anchor_rows,
+        table=True, anchor_rows=anchor_rows,
     )
     offset = 0 if anchor_rows is None else int(anchor_rows[0])
     b = d.shape[0]
@@ -531,22 +531,29 @@ def _semihard_fwd(
         return _empty(xp, x, d, reduction, (0, d.shape[1]))
     count = None if anchor_rows is None else _batch_count(xp, labels, "semihard")
     if width is not None:
-        # positives from the B×W table, negatives by value: one value sort
+        # positives from the B×W table, negatives by value: one value sort;
+        # "none" too (its B×B terms spread from the table at the end: the
+        # dense selection would hold int64 B×B sort orders and slots)
         tab = PositiveTable(xp, d, labels, width=width, offset=offset)
         pos, neg, _ = label_masks(xp, labels, d, offset)
         valid, d_an, tied, n_star = _semihard_compact(xp, d, neg, tab)
         z = _argument(tab.d, d_an, margin, False)
         terms = xp.where(valid, _hinge(xp, z, False), 0.0)
+        if reduction == "none":
+            terms = tab.to_dense(xp, terms, pos)
         value, rres = _reduce(
             xp, terms, reduction, xp.count_nonzero(valid) if count is None else count,
             _tol(xp, reduction, d, margin, False),
         )
+        del terms
         active = valid & (z > 0)
         # a tied n* matters only where its term is active (non-zero weight)
         tied = None if tied is None else tied & active
-        sel = (tab, pos, neg, d_an, tied, (labels, offset), n_star)
+        # the masks and the table are rebuilt in the backward (cheap), so
+        # that they are not held through the distance VJP (peak memory)
+        sel = (width, d_an, tied, (labels, offset), n_star)
         res = (xp, dtype, (eres, d, sel, active, rres))
-        return xp.astype(value, dtype), res
+        return xp.astype(value, dtype, copy=False), res
     sel = SemiHard(xp, d, labels, offset=offset)
     z = _argument(d, sel.d_an, margin, False)
     terms = xp.where(sel.valid, _hinge(xp, z, False), 0.0)
@@ -560,7 +567,7 @@ def _semihard_fwd(
                             fallback=sel.fallback, valid=sel.valid)
     del sel
     res = (xp, dtype, (eres, d, order, active, rres))
-    return xp.astype(value, dtype), res
+    return xp.astype(value, dtype, copy=False), res
 
 
 def _semihard_compact(xp, d, neg, tab):
@@ -574,11 +581,34 @@ def _semihard_compact(xp, d, neg, tab):
     ``tied`` is None and n* (B×W) is the lowest-index negative at d_an*,
     read off a stable sort (the first of its run of equal values), so that
     the backward needs no count read back (:func:`_semihard_grad_compact`).
+    Rows are independent: the sorts run in a few row blocks
+    (:func:`_row_ranges`), so no B×B sorted array or order is ever held
+    whole (peak memory, and on the CPU fewer fresh B×B allocations).
     """
-    b = d.shape[1]  # the columns: positions in a sorted row
+    with_order = tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp)
+    # per-row quantities once, outside the blocks (ops per call)
     n_neg = xp.count_nonzero(neg, axis=1)
+    last = _ops.clip(xp, n_neg - 1, 0, None)  # n_neg <= B: the upper bound holds
+    valid = tab.valid & (n_neg > 0)[:, None]
+    blocks = [
+        _semihard_compact_rows(
+            xp, d[r0:r1, :], neg[r0:r1, :], tab.d[r0:r1, :], valid[r0:r1, :],
+            n_neg[r0:r1, None], last[r0:r1, None], tab.width, with_order,
+        )
+        for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1])
+    ]
+    return tuple(
+        None if blocks[0][i] is None else _concat_rows(xp, [blk[i] for blk in blocks])
+        for i in range(4)
+    )
+
+
+def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_order):
+    """:func:`_semihard_compact` on a block of rows (``tab_d``, ``valid`` the
+    table's rows, ``n_neg`` and ``last`` = max(n_neg - 1, 0) as columns)."""
+    b = d.shape[1]  # the columns: positions in a sorted row
     order = None
-    if tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp):
+    if with_order:
         neg_d = xp.where(neg, d, float("inf"))
         order = xp.argsort(neg_d, axis=1, stable=True)
         sorted_neg = xp.take_along_axis(neg_d, order, axis=1)
@@ -586,17 +616,15 @@ def _semihard_compact(xp, d, neg, tab):
     else:
         # values only: an unstable sort gives the same array, several times faster
         sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
-    last = _ops.clip(xp, n_neg - 1, 0, b - 1)
-    largest = xp.take_along_axis(sorted_neg, last[:, None], axis=1)
-    slot = row_searchsorted(xp, sorted_neg, tab.d, side="right")
-    above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, 0, b - 1), axis=1)
-    valid = tab.valid & (n_neg > 0)[:, None]
-    d_an = xp.where(valid, xp.where(slot < n_neg[:, None], above, largest), 0.0)
+    largest = xp.take_along_axis(sorted_neg, last, axis=1)
+    slot = row_searchsorted(xp, sorted_neg, tab_d, side="right")
+    above = xp.take_along_axis(sorted_neg, _ops.clip(xp, slot, None, b - 1), axis=1)
+    d_an = xp.where(valid, xp.where(slot < n_neg, above, largest), 0.0)
     tied, n_star = None, None
     if order is not None:
         first = row_searchsorted(xp, sorted_neg, d_an, side="left")
-        n_star = xp.take_along_axis(order, _ops.clip(xp, first, 0, b - 1), axis=1)
-    elif tab.width > _LOOP_WIDTH:
+        n_star = xp.take_along_axis(order, _ops.clip(xp, first, None, b - 1), axis=1)
+    elif width > _LOOP_WIDTH:
         first = row_searchsorted(xp, sorted_neg, d_an, side="left")
         after = row_searchsorted(xp, sorted_neg, d_an, side="right")
         tied = valid & (after - first > 1)
@@ -608,37 +636,42 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
     (a, n*), n* the lowest-index negative at distance d_an*.
 
     Up to the loop width, n* is found by index for every table column
-    (:func:`_negatives_by_index`). Wider classes match by value: where
+    (:func:`_by_index_rows`). Wider classes match by value: where
     d_an* is held by one negative only, n* is *the* negative at that
-    distance (:func:`_negatives_by_value`); the few pairs whose d_an* is
+    distance (:func:`_by_value_rows`); the few pairs whose d_an* is
     shared by several negatives (exact float ties, common in float32 at
     large B) are then found by index, one pass per distinct tied value of
     the row that has the most (:func:`_distinct_tied_values`). When some
     row has more than ``_TIED_PASSES`` of them, the dense sorted-order path
     is cheaper.
     """
-    dense_w = tab.to_dense(xp, weights, pos)
     if tab.width <= _LOOP_WIDTH:
-        return dense_w - _negatives_by_index(xp, d, neg, d_an, weights)
-    if n_star is not None:
+        parts = [_by_index_rows(xp, d, neg, d_an, weights)]
+    elif n_star is not None:
         # n* known per pair (off the host libraries, where reading the tie
         # passes' count back would stall the backward): the weights summed
         # by n* as by value, with the column index as the value (exact in
         # floating point: n* < B)
-        b = d.shape[1]  # the columns (d may be a block of anchor rows)
-        idx = xp.astype(xp.arange(b, device=_device(d)), d.dtype)
-        columns = xp.zeros_like(d) + idx[None, :]
-        return dense_w - _negatives_by_value(
-            xp, columns, neg, xp.astype(n_star, d.dtype), weights
+        parts = [_by_value_rows(xp, None, neg, xp.astype(n_star, d.dtype), weights, like=d)]
+    else:
+        values, w_tied = _distinct_tied_values(
+            xp, d_an, xp.where(tied, weights, 0.0), tied
         )
-    values, w_tied = _distinct_tied_values(xp, d_an, xp.where(tied, weights, 0.0), tied)
-    if values.shape[1] > _TIED_PASSES:
-        sel = SemiHard(xp, d, labels[0], offset=labels[1])
-        return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
-    h = _negatives_by_value(xp, d, neg, d_an, xp.where(tied, 0.0, weights))
-    if values.shape[1]:
-        h = h + _negatives_by_index(xp, d, neg, values, w_tied)
-    return dense_w - h
+        if values.shape[1] > _TIED_PASSES:
+            dense_w = tab.to_dense(xp, weights, pos)
+            sel = SemiHard(xp, d, labels[0], offset=labels[1])
+            return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
+        parts = [_by_value_rows(xp, d, neg, d_an, xp.where(tied, 0.0, weights))]
+        if values.shape[1]:
+            parts.append(_by_index_rows(xp, d, neg, values, w_tied))
+
+    def block(r0, r1):  # G's rows r0..r1-1: its B×B temporaries stay blocks
+        out = tab.to_dense(xp, weights[r0:r1, :], pos[r0:r1, :])
+        for rows in parts:
+            out = out - rows(r0, r1)
+        return out
+
+    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
 
 
 def _distinct_tied_values(xp, values, weights, tied):
@@ -674,44 +707,57 @@ def _sorted_runs(xp, keys, weights):
     return keys, xp.take_along_axis(cw, end, axis=1) - cw[:, :-1]
 
 
-def _negatives_by_index(xp, d, neg, values, weights):
-    r"""``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``, n_j(a) the lowest-index
-    negative of a at distance ``values[a, j]``: per column j one ``argmax``
-    of a B×B equality mask (ties go to the lowest index)."""
-    b = d.shape[1]
-    idx = _checks.default_index_dtype(xp, _device(d))
-    cols = xp.arange(b, dtype=idx, device=_device(d))
-    h = xp.zeros_like(d)
-    for j in range(values.shape[1]):
-        hit = xp.astype(neg & (d == values[:, j : j + 1]), d.dtype)
-        n_star = xp.astype(xp.argmax(hit, axis=1), idx)
-        h = h + xp.where(cols[None, :] == n_star[:, None], weights[:, j : j + 1], 0.0)
-    return h
+def _by_index_rows(xp, d, neg, values, weights):
+    r"""``rows(r0, r1)``: rows r0..r1-1 of ``H[a, n] = Σ_j weights[a, j] [n = n_j(a)]``,
+    n_j(a) the lowest-index negative of a at distance ``values[a, j]``: per
+    column j one ``argmax`` of a B×B equality mask (ties go to the lowest
+    index), then the weights summed by n_j(a) by value, with the column index
+    as the value (:func:`_by_value_rows`): no B×B sum is carried through the
+    loop."""
+    if not values.shape[1]:
+        return lambda r0, r1: xp.zeros_like(d[r0:r1, :])
+    n_star = [
+        xp.argmax(xp.astype(neg & (d == values[:, j : j + 1]), xp.int8), axis=1)
+        for j in range(values.shape[1])
+    ]
+    n_star = xp.astype(xp.stack(n_star, axis=1), d.dtype)  # exact: n* < B
+    return _by_value_rows(xp, None, neg, n_star, weights, like=d)
 
 
-def _negatives_by_value(xp, d, neg, values, weights):
-    r"""``H[a, n] = Σ_j weights[a, j] [d_an = values[a, j]]`` over the negatives.
+def _by_value_rows(xp, d, neg, values, weights, like=None):
+    r"""``rows(r0, r1)``: rows r0..r1-1 of ``H[a, n] = Σ_j weights[a, j] [d_an = values[a, j]]``
+    over the negatives.
 
     Each row's (value, weight) pairs are sorted by value and the weights of
     a run of equal values summed onto its first entry (prefix sums, and a
     search of each value's run end: B×W work); then one row-wise search
     (side "left") of every d_an finds the run that d_an opens, if any.
-    Zero weights are left out (their value may be anything).
+    Zero weights are left out (their value may be anything). ``d=None``
+    matches the column index n instead of d_an (built per row block, shaped
+    as ``like``): H then sums the weights by the negative's index.
     """
-    b = d.shape[0]
+    if d is None:
+        cols = xp.astype(xp.arange(like.shape[1], device=_device(like)), like.dtype)
+    else:
+        like = d
+    b = like.shape[0]
     keys, run = _sorted_runs(xp, xp.where(weights != 0, values, float("inf")), weights)
     # one +inf column: a d_an above every value lands on it and matches nothing
-    pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(d))
+    pad = xp.full((b, 1), float("inf"), dtype=keys.dtype, device=_device(like))
     keys = xp.concat([keys, pad], axis=1)
-    run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(d))], axis=1)
+    run = xp.concat([run, xp.zeros((b, 1), dtype=run.dtype, device=_device(like))], axis=1)
 
     def block(r0, r1):
-        q = d[r0:r1, :]
+        if d is None:
+            q = xp.zeros((r1 - r0, like.shape[1]), dtype=like.dtype, device=_device(like))
+            q = q + cols[None, :]
+        else:
+            q = d[r0:r1, :]
         at = row_searchsorted(xp, keys[r0:r1, :], q, side="left")
         hit = neg[r0:r1, :] & (xp.take_along_axis(keys[r0:r1, :], at, axis=1) == q)
         return xp.where(hit, xp.take_along_axis(run[r0:r1, :], at, axis=1), 0.0)
 
-    return _by_row_blocks(xp, block, b, d.shape[1], d)
+    return block
 
 
 def _semihard_bwd(residuals, g):
@@ -719,15 +765,24 @@ def _semihard_bwd(residuals, g):
     if not isinstance(res, tuple):  # empty batch
         return res, None
     eres, d, sel, active, rres = res
-    weights, scale = _upstream(xp, rres, g, active, d.dtype)
     if isinstance(sel, tuple):
-        tab, pos, neg, d_an, tied, labels, n_star = sel
+        width, d_an, tied, labels, n_star = sel
+        tab = PositiveTable(xp, d, labels[0], width=width, offset=labels[1])
+        pos, neg, _ = label_masks(xp, labels[0], d, labels[1])
+        if rres[0] == "none":  # g is B×B, the table B×W
+            g_tab = xp.take_along_axis(g, tab.members, axis=1)
+            weights, scale = xp.where(active, g_tab, 0.0), None
+            del g_tab
+        else:
+            weights, scale = _upstream(xp, rres, g, active, d.dtype)
         gd = _semihard_grad_compact(
             xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star
         )
+        del tab, pos, neg, weights
         gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
         gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
+    weights, scale = _upstream(xp, rres, g, active, d.dtype)
     gd = weights - _semihard_negative_weights(xp, d, sel, weights)
     del weights
     gd = _scaled(gd, scale)
@@ -866,7 +921,7 @@ def _batch_all_fwd(
 ):
     xp, dtype, margin, d, eres, labels, width = _labeled_forward(
         x, labels, margin, metric, soft, normalize, reduction, check,
-        table=soft or reduction != "none", anchor_rows=anchor_rows,
+        table=True, anchor_rows=anchor_rows,
     )
     _checks.check_choice("pairs", pairs, PAIRS)
     upper = pairs == "unordered"
@@ -874,9 +929,7 @@ def _batch_all_fwd(
     b = d.shape[0]
     if b == 0:
         return _empty(xp, x, d, reduction, (0, d.shape[1]))
-    pos, neg, cols = label_masks(xp, labels, d, offset)
-    if upper:  # each unordered pair once, the lower index as anchor
-        pos = pos & (cols[offset : offset + b, None] < cols[None, :])
+    pos, neg, cols = _batch_all_masks(xp, labels, d, offset, upper)
     n_pos = xp.count_nonzero(pos, axis=1)
     n_neg = xp.count_nonzero(neg, axis=1)
     n_valid = xp.sum(n_pos * n_neg) if anchor_rows is None else _batch_count(
@@ -891,41 +944,64 @@ def _batch_all_fwd(
         terms, n_nonzero = _batch_all_soft(xp, d, pos, neg, tol, tab)
         if reduction == "none" and tab is not None:
             terms = tab.to_dense(xp, terms, pos)
-        state = ("soft", tab)
+        state = ("soft",)
     elif width is not None:
-        # the per-pair sums are only summed: keep them in the B×W table
+        # the per-pair sums in the B×W table ("none" spreads them to B×B at
+        # the end: the dense path would sort B×B thresholds in the backward)
         tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
         terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
-        state = (k, margin, tab)
+        if reduction == "none":
+            terms = tab.to_dense(xp, terms, pos)
+        state = (xp.astype(k, d.dtype), margin)  # exact: k <= B < 2^24
     else:
         terms, k, n_nonzero = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol)
-        state = (k, margin, None)
+        state = (k, margin)
     if reduction == "mean_nonzero":
         value, rres = _reduce(xp, terms, "mean", n_nonzero)
     else:
         value, rres = _reduce(xp, terms, reduction, n_valid)
-    res = (xp, dtype, (eres, d, pos, neg, state, rres))
-    return xp.astype(value, dtype), res
+    del terms
+    # the masks and the table are rebuilt from the labels in the backward
+    # (O(B²) cheap ops): they are not held through the distance VJP (peak memory)
+    res = (xp, dtype, (eres, d, (labels, offset, upper, width), state, rres))
+    return xp.astype(value, dtype, copy=False), res
+
+
+def _batch_all_masks(xp, labels, d, offset, upper):
+    """``(pos, neg, cols)`` of batch-all (:func:`label_masks`), the positives
+    restricted to p > a for ``pairs="unordered"``."""
+    pos, neg, cols = label_masks(xp, labels, d, offset)
+    if upper:  # each unordered pair once, the lower index as anchor
+        pos = pos & (cols[offset : offset + d.shape[0], None] < cols[None, :])
+    return pos, neg, cols
 
 
 def _batch_all_bwd(residuals, g):
     xp, dtype, res = residuals
     if not isinstance(res, tuple):  # empty batch
         return res, None
-    eres, d, pos, neg, state, rres = res
+    eres, d, (labels, offset, upper, width), state, rres = res
+    pos, neg, _ = _batch_all_masks(xp, labels, d, offset, upper)
+    tab = None
+    if width is not None:
+        tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
     if isinstance(state[0], str):  # soft margin
-        tab = state[1]
         if tab is not None and rres[0] == "none":  # g is B×B, the table B×W
             weights = xp.where(tab.valid, xp.take_along_axis(g, tab.members, axis=1), 0.0)
             scale = None
         else:
             weights, scale = _upstream(xp, rres, g, pos if tab is None else tab.valid, d.dtype)
         gd = _batch_all_soft_grad(xp, d, pos, neg, weights, tab)
-        del weights
+        del weights, pos, neg, tab
         gd = _scaled(gd, scale)
         return xp.astype(embed_backward(xp, eres, gd), dtype), None
-    k, margin, tab = state
-    if tab is not None:  # scalar reductions only: unit weights
+    k, margin = state
+    if tab is not None and rres[0] == "none":  # g is B×B, the table B×W
+        weights = xp.where(tab.valid, xp.take_along_axis(g, tab.members, axis=1), 0.0)
+        gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights)
+        del weights
+        scale = None
+    elif tab is not None:  # scalar reductions: unit weights
         gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab)
         scale = reduce_backward(xp, rres, g, g)
     elif rres[0] == "none":
@@ -934,6 +1010,7 @@ def _batch_all_bwd(residuals, g):
     else:
         gd = _batch_all_hinge_grad(xp, d, pos, neg, k, margin, None)
         scale = reduce_backward(xp, rres, g, g)
+    del pos, neg, tab
     gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
     gx = embed_backward(xp, eres, gd)
     return xp.astype(gx, dtype), None
@@ -997,38 +1074,73 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
 
     Only sorted *values* are needed (the sum over the k smallest negatives
     does not care which columns they are), so the row-wise work is one
-    ``sort``, one ``cumulative_sum`` and B·W searches.
+    ``sort``, one ``cumulative_sum`` and B·W searches, in a few row blocks
+    (:func:`_row_ranges`: no B×B sorted array or prefix sum held whole).
     """
-    sorted_neg, first, prefix = _sorted_negatives(xp, d, neg, n_neg, cols)
-    t = tab.d + margin
-    k = xp.where(tab.valid, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
-    n_nonzero = _count_above(xp, sorted_neg, t, tol, tab.valid, k)
-    del sorted_neg
-    s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
-    return xp.where(s > 0, s, 0.0), k, n_nonzero
+    s_parts, k_parts, n_nonzero = [], [], 0
+    for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1]):
+        sorted_neg, first, prefix = _sorted_negatives(
+            xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1], cols
+        )
+        t, valid = tab.d[r0:r1, :] + margin, tab.valid[r0:r1, :]
+        k = xp.where(valid, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
+        n_nonzero = n_nonzero + _count_above(xp, sorted_neg, t, tol, valid, k)
+        del sorted_neg
+        s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
+        del prefix
+        s_parts.append(xp.where(s > 0, s, 0.0))
+        k_parts.append(k)
+    return _concat_rows(xp, s_parts), _concat_rows(xp, k_parts), n_nonzero
 
 
-def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab):
-    r"""``G`` of a scalar reduction (unit weights): ``G_ap = k_ap`` and
-    ``G_an = -#{p : d_ap + m > d_an}``, the count taken over the B×W table —
+def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None):
+    r"""``G_ap = W_ap k_ap`` and ``G_an = -Σ_{p : d_ap + m > d_an} W_ap`` over the
+    B×W table, W the upstream weights (``weights``, B×W and 0 off the
+    positives, for "none"; 1 for a scalar reduction, ``weights`` None) —
     W passes of a comparison for small classes, else a row-wise search of
-    every d_an among the sorted thresholds."""
+    every d_an among the sorted thresholds, with prefix sums of their
+    weights (``Σ_{t > d_an} W = CW[W] - CW[#{t <= d_an}]``)."""
     dt = d.dtype
     t = xp.where(tab.valid, tab.d + margin, -float("inf"))
+    kw = xp.astype(k, dt) if weights is None else weights * xp.astype(k, dt)
     if tab.width <= _LOOP_WIDTH:
-        above = xp.zeros_like(d)
-        for j in range(tab.width):
-            above = above + xp.astype(t[:, j : j + 1] > d, dt)
-        above = xp.where(neg, above, 0.0)
-    else:
+
+        def above(r0, r1):
+            dr, total = d[r0:r1, :], None
+            for j in range(tab.width):
+                hit = t[r0:r1, j : j + 1] > dr
+                if weights is None:
+                    term = xp.astype(hit, dt)
+                else:
+                    term = xp.where(hit, weights[r0:r1, j : j + 1], 0.0)
+                total = term if total is None else total + term
+            return xp.zeros_like(dr) if total is None else total
+
+    elif weights is None:
         sorted_t = xp.sort(t, axis=1, stable=False)
 
-        def block(r0, r1):
+        def above(r0, r1):
             at_most = row_searchsorted(xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right")
-            return xp.where(neg[r0:r1, :], tab.width - xp.astype(at_most, dt), 0.0)
+            return tab.width - xp.astype(at_most, dt)
 
-        above = _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
-    return tab.to_dense(xp, xp.astype(k, dt), pos) - above
+    else:
+        order_t = xp.argsort(t, axis=1, stable=True)
+        sorted_t = xp.take_along_axis(t, order_t, axis=1)
+        cw = xp.cumulative_sum(
+            xp.take_along_axis(weights, order_t, axis=1), axis=1, include_initial=True
+        )
+        del order_t
+
+        def above(r0, r1):
+            at_most = row_searchsorted(xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right")
+            cr = cw[r0:r1, :]
+            return cr[:, tab.width][:, None] - xp.take_along_axis(cr, at_most, axis=1)
+
+    def block(r0, r1):  # G's rows r0..r1-1: its B×B temporaries stay blocks
+        g_an = xp.where(neg[r0:r1, :], above(r0, r1), 0.0)
+        return tab.to_dense(xp, kw[r0:r1, :], pos[r0:r1, :]) - g_an
+
+    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
 
 
 def _block_elements(a, cells):

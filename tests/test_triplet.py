@@ -923,3 +923,30 @@ def test_batch_all_in_many_blocks_matches_brute_force(monkeypatch, soft, reducti
     (grad,) = pullback(1.0 if g is None else g)[:1]
     np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-8, atol=1e-10)
+
+
+def test_concrete_labels_never_build_the_dense_selection(monkeypatch):
+    """With concrete labels, ``reduction="none"`` and ``mine_semihard`` work on
+    the B×W positive table: the dense paths (int64 B×B sort orders and
+    slots, B×B threshold sorts: the memory of issue 13) are not built, and
+    the results still match the oracles."""
+    import refloss.mining as mining
+    import refloss.triplet as triplet
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dense B×B selection built")
+
+    for module, name in [(mining, "SemiHard"), (triplet, "SemiHard"),
+                         (triplet, "_batch_all_hinge"), (triplet, "_batch_all_hinge_grad")]:
+        monkeypatch.setattr(module, name, refuse)
+    rng = np.random.default_rng(5)
+    labels = rng.permutation(np.repeat(np.arange(3), [14, 3, 5]))  # one class past the loop width
+    x = rng.standard_normal((labels.shape[0], 3))
+    for kind in ("batch_all", "semihard"):
+        expected, expected_grad = o_loss(x, labels, kind, margin=0.7, reduction="sum")
+        value, pullback = rl.vjp(LOSSES[kind], x, labels, margin=0.7, reduction="none")
+        (gx,) = [g for g in pullback(np.ones_like(value)) if g is not None]
+        np.testing.assert_allclose(np.sum(value), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gx, expected_grad, rtol=1e-10, atol=1e-12)
+    anchor, _, _ = rl.mine_semihard(x, labels)
+    assert anchor.shape[0] == sum(c * (c - 1) for c in (14, 3, 5))
