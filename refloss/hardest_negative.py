@@ -201,7 +201,7 @@ def mine_hardest_negative(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    xp, d, labels = _prepare(x, labels, metric, normalize, check)
+    xp, d, labels, _ = _prepare(x, labels, metric, normalize, check)
     if d.shape[0] == 0:
         return _empty_triplets(xp, x)
     valid, neg, _ = _select(xp, d, labels)
