@@ -480,6 +480,7 @@ _MIX = (-2048144789, -1028477387)  # 0x85ebca6b, 0xc2b2ae35
 
 
 def _mix32(xp, h):
+    """fmix32 on int32 words (wrapping products; logical shifts by masking)."""
     h = h ^ ((h >> 16) & 0xFFFF)
     h = h * _MIX[0]
     h = h ^ ((h >> 13) & 0x7FFFF)
@@ -487,18 +488,31 @@ def _mix32(xp, h):
     return h ^ ((h >> 16) & 0xFFFF)
 
 
-def _row_hashes(xp, rows):
-    """``(h1, h2)``: two independent hashes of each row's bit patterns, or
-    None where the library cannot view an array's bits.
+def _salts(n):
+    """Two fixed tables of n pseudo-random int32 words (made on the host):
+    per-position salts, and odd per-position weights."""
+    k = np.arange(n, dtype=np.uint64)
+    words = []
+    for seed in (0x3C6EF372, 0x1B873593):
+        h = (k * np.uint64(0x9E3779B9) + np.uint64(seed)) & np.uint64(0xFFFFFFFF)
+        with np.errstate(over="ignore"):
+            words.append(_mix32(np, h.astype(np.uint32).view(np.int32)))
+    return words[0], words[1] | 1
 
-    Each 32-bit word w_k of a row (two per float64 entry) is mixed with a
-    per-position salt s_k, ``mix(w_k ^ s_k)``, and the mixed words are
-    summed as integers (exact, or wrapping: the same for equal rows on any
-    reduction order). Rows that differ anywhere differ in some word, and a
-    bijective mix makes each sum nearly uniform: two different rows share
-    one hash with odds about 2⁻³², both with about 2⁻⁶⁴, whatever the
-    difference (one ulp, a swapped pair of columns, a power of two). −0.0 is
-    made +0.0 first (the rows compare equal).
+
+def _row_hashes(xp, rows):
+    """``(h1, h2)``: two hashes of each row's bit patterns, or None where
+    the library cannot view an array's bits.
+
+    Each 32-bit word w_k of a row (two per float64 entry) is salted by its
+    position and mixed, ``M_k = mix(w_k ^ s_k)``; then ``h1 = Σ M_k`` and
+    ``h2 = Σ c_k·M_k`` (c_k fixed odd weights), as integers (exact, or
+    wrapping: the same for equal rows whatever the reduction order). Rows
+    that differ anywhere differ in some word, and the bijective mix makes
+    each sum nearly uniform: two different rows share one hash with odds
+    about 2⁻³², both with about 2⁻⁶⁴, whatever the difference (one ulp, a
+    swapped pair of columns, a power of two). −0.0 is made +0.0 first (the
+    rows compare equal).
     """
     bits = rows + 0.0
     if hasattr(bits, "detach"):  # torch: the hash is not differentiated
@@ -509,12 +523,10 @@ def _row_hashes(xp, rows):
         return None
     if bits.ndim != 2:
         return None
-    lanes = xp.arange(bits.shape[1], dtype=xp.int32, device=_device_of(rows))
-    hashes = []
-    for seed in (0x3C6EF372, 0x1B873593):
-        salt = _mix32(xp, lanes * -1640531527 + seed)  # 0x9e3779b9: golden ratio
-        hashes.append(xp.sum(_mix32(xp, bits ^ salt[None, :]), axis=1))
-    return tuple(hashes)
+    dev = _device_of(rows)
+    salt, weight = (xp.asarray(t, device=dev) for t in _salts(bits.shape[1]))
+    mixed = _mix32(xp, bits ^ salt)
+    return xp.sum(mixed, axis=1), xp.sum(mixed * weight, axis=1)
 
 
 def _adjacent(xp, order, hashes, rows):
