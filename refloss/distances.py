@@ -176,7 +176,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     # one B×B temporary at a time beside scale and d2 (peak memory)
     d2 = (-2.0 * xc) @ yc.T
     d2 = scale + d2
-    d2 = _ops.clip(xp, d2, 0.0, None)
+    if metric == "sqeuclidean":
+        d2 = _ops.clip(xp, d2, 0.0, None)
+    # (the euclidean sqrt below gives 0 for d2 <= 0: no clip, two B×B
+    # passes fewer, the same values; a negative d2 is flagged either way)
     # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
     # of rows so small against p that their squares reach the subnormal range
     # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
