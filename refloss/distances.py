@@ -640,14 +640,17 @@ def _refine_static(xp, approx, flag, x, y, value, zero=None):
         return approx, None
     k_cap = _capacity(b, b2)
     dev = _device_of(approx)
-    idx = _checks.default_index_dtype(xp, dev)
-    running = xp.cumulative_sum(xp.reshape(xp.astype(flag, idx), (-1,)))
+    # the running count in int32 where it fits: half the memory of int64
+    idx = xp.int32 if b * b2 < 2**31 - 1 else _checks.default_index_dtype(xp, dev)
+    running = xp.cumulative_sum(xp.reshape(xp.astype(flag, idx), (-1,)), dtype=idx)
     k = xp.arange(1, k_cap + 1, dtype=idx, device=dev)
     at = xp.searchsorted(running, k, side="left")  # b·b2 past the count
     valid = at < b * b2
     at = xp.where(valid, at, 0)
     rows, cols = at // b2, at % b2
-    chunk = max(_CHUNK_ELEMENTS, b * b2) // max(x.shape[1], 1)
+    # chunks of at most a quarter of B·B' elements (a few at most): the
+    # pair temporaries stay small beside the matrix
+    chunk = max(_CHUNK_ELEMENTS, b * b2 // 4) // max(x.shape[1], 1)
     exact = []
     for s, e in _chunks(k_cap, chunk):
         xa = xp.take(x, rows[s:e], axis=0)
