@@ -7,11 +7,14 @@ may have different numbers of rows, including none). Each labeled-batch loss
 here is the function of the same name in :mod:`refloss.adapters.torch`, with
 the same keyword options and defaults, applied to :math:`(X, Y)`:
 
-* forward: one small all-gather of each rank's metadata (rows, D, dtypes, an
-  error if its shard is malformed: then *every* rank raises, none hangs),
-  then an all-gather of the rows padded to the largest shard, unpadded and
-  concatenated; labels likewise. Every rank computes the loss of the same
-  global batch, so the value is bit for bit the same on every rank;
+* forward: one small all-gather of each rank's metadata (three integers:
+  failed or not, rows, a digest of D, dtypes and options; the full metadata
+  and the error follow only when a shard is malformed or the ranks disagree:
+  then *every* rank raises, none hangs), then an all-gather of the rows
+  padded to the largest shard, unpadded and concatenated; labels likewise.
+  Every rank computes the loss of the same global batch, so the value is bit
+  for bit the same on every rank, and its value checks (one read, none with
+  ``check=False`` but the sizes of a distance matrix) fail alike on every rank;
 * backward (:math:`J_r` the objective rank r differentiates, usually the loss
   itself): the gradient of the gathered batch is summed over ranks and each
   rank receives the rows it owns (one reduce-scatter),
@@ -63,6 +66,7 @@ world size for the same reason).
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import os
 import tempfile
@@ -71,6 +75,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat.torch as _xtorch
 import torch
 import torch.distributed as dist
 
@@ -117,16 +122,51 @@ def _world(group: Any) -> tuple[int, int]:
 def _agree(group: Any, local: Callable[[], dict]) -> list[dict]:
     """Every rank's metadata, or the same exception on every rank.
 
-    ``local()`` validates this rank's input and returns its metadata; its
-    TypeError / ValueError is shipped to every rank with the metadata
-    (one small ``all_gather_object``), so that a malformed shard on one rank
-    makes every rank raise instead of leaving the others in a collective.
+    ``local()`` validates this rank's input and returns its metadata (host
+    values only: shapes, dtypes, options). Every rank sends three integers —
+    failed or not, its rows, a digest of the rest — in one ``all_gather`` of
+    a small int64 tensor, read back once (on a CPU group no device read at
+    all). When a rank failed or the digests differ, the full metadata and
+    the TypeError / ValueError follow in an ``all_gather_object``, so that a
+    malformed shard on one rank makes every rank raise (the same message)
+    instead of leaving the others in a collective.
     """
     rank, world = _world(group)
     try:
         meta: Any = local()
     except (TypeError, ValueError) as exc:
         meta = exc
+    failed = isinstance(meta, BaseException)
+    mine = [int(failed), 0 if failed else int(meta.get("rows", 0)),
+            0 if failed else _digest(meta)]
+    device = _object_device(group)
+    pieces = [torch.empty(3, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(pieces, torch.tensor(mine, dtype=torch.int64, device=device), group=group)
+    table = torch.stack(pieces).cpu().tolist()  # the one read
+    if not any(f for f, _, _ in table) and len({d for _, _, d in table}) == 1:
+        return [{**meta, "rows": rows} for _, rows, _ in table]
+    return _agree_slowly(group, meta, rank, world)
+
+
+def _digest(meta: dict) -> int:
+    """The metadata but its rows (which may differ per rank) as a 56-bit int."""
+    text = repr(sorted((k, v) for k, v in meta.items() if k != "rows"))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
+
+
+def _object_device(group: Any) -> torch.device:
+    """Where the group's collectives take small host values (CPU for gloo,
+    the current GPU for NCCL), as ``all_gather_object`` picks it."""
+    try:
+        from torch.distributed.distributed_c10d import _get_object_coll_device
+
+        return torch.device(_get_object_coll_device(group))
+    except (ImportError, AttributeError, RuntimeError, TypeError, ValueError):
+        return torch.device("cpu")
+
+
+def _agree_slowly(group: Any, meta: Any, rank: int, world: int) -> list[dict]:
+    """The failure path of :func:`_agree`: every rank's metadata or exception."""
     gathered: list = [None] * world
     dist.all_gather_object(gathered, meta, group=group)
     for r, m in enumerate(gathered):
@@ -322,8 +362,10 @@ def wrap(twin: Callable) -> Callable:
             _checks.check_choice("anchors", anchors, ANCHORS)
             _rt._require_tensors(params.arrays[2:], others)
             block = {"anchor_rows": (0, 0)} if local else {}
-            with torch.no_grad():  # the core's option checks, on an empty batch
-                twin(arrays[0][:0], arrays[1][:0], *others, **options, **block)
+            # the core's option checks, on an empty batch: nothing to read
+            quiet = {"check": False} if "check" in params.option_names else {}
+            with torch.no_grad():
+                twin(arrays[0][:0], arrays[1][:0], *others, **{**options, **quiet}, **block)
             return {"options": repr(sorted({**options, "anchors": anchors}.items())),
                     "others": [(tuple(a.shape), str(a.dtype)) for a in others]}
 
@@ -358,7 +400,8 @@ center_loss = wrap(_rt.center_loss)
 
 
 def _global_stats(x: Any, labels: Any, centers: Any, group: Any,
-                  accumulate: Callable[[Tensor], torch.dtype]) -> tuple[Tensor, Tensor]:
+                  accumulate: Callable[[Tensor], torch.dtype], check: bool,
+                  fetch: _checks.Fetch) -> tuple[Tensor, Tensor]:
     """``(s, n)`` of the global batch on every rank, bit-identical across ranks,
     with the sums in ``accumulate(centers)``.
 
@@ -366,6 +409,11 @@ def _global_stats(x: Any, labels: Any, centers: Any, group: Any,
     rank. An all-reduce would move less data (C·D instead of W·C·D) but may
     add the ranks' sums in a different order on different ranks (ring and
     tree algorithms do), which would let the centers drift apart by rounding.
+
+    The value checks of every shard (``x`` finite, labels in ``[0, C)``)
+    travel with the counts, as one more entry per rank, and are queued in
+    ``fetch`` (the caller's one read); a failed one makes every rank raise
+    the failing rank's error.
     """
 
     def local() -> dict:
@@ -378,32 +426,49 @@ def _global_stats(x: Any, labels: Any, centers: Any, group: Any,
         if x.shape[1] != centers.shape[1]:
             raise ValueError(f"x: expected D = {centers.shape[1]} columns (the centers' "
                              f"dim), got {x.shape[1]}")
+        _checks.namespace(x=x, labels=labels, centers=centers)
+        _checks.check_flag("check", check)
+        return {**meta, "centers": (tuple(centers.shape), str(centers.dtype)), "check": check}
+
+    def shard_values() -> dict:  # the failure path: every rank's own message
         xp = _checks.namespace(x=x, labels=labels, centers=centers)
         _checks.check_label_range(xp, "labels", labels, centers.shape[0])
         _checks.check_finite(xp, "x", x)
-        return {**meta, "centers": (tuple(centers.shape), str(centers.dtype))}
+        return {}
 
     gathered = _agree(group, local)
     _check_shards(gathered)
     _same_everywhere(gathered, "centers", "centers", "shape and dtype")
+    _same_everywhere(gathered, "check", "check", "value")
+    fetch.check = check  # validated on every rank by now
+    num_classes = centers.shape[0]
     with torch.no_grad():
-        sums, counts = rl.center_stats(x.detach().to(accumulate(centers)), labels,
-                                       centers.shape[0])
+        x = x.detach()
+        sums, counts = rl.center_stats(x.to(accumulate(centers)), labels, num_classes,
+                                       check=False)
+        if check:
+            ok = torch.isfinite(x).all()
+            if labels.shape[0]:
+                ok = ok & (labels.min() >= 0) & (labels.max() < num_classes)
+            counts = torch.cat([counts, ok.to(counts.dtype)[None]])
         world = len(gathered)
         all_sums = [torch.empty_like(sums) for _ in range(world)]
         all_counts = [torch.empty_like(counts) for _ in range(world)]
         dist.all_gather(all_sums, sums.contiguous(), group=group)
         dist.all_gather(all_counts, counts.contiguous(), group=group)
-        total_sums, total_counts = all_sums[0], all_counts[0]
+        total_sums, total_counts = all_sums[0], all_counts[0][:num_classes]
         for s, n in zip(all_sums[1:], all_counts[1:]):
             total_sums = total_sums + s
-            total_counts = total_counts + n
+            total_counts = total_counts + n[:num_classes]
+        if check:
+            every = torch.stack([n[num_classes] for n in all_counts]).min() > 0
+            fetch.require(lambda: every, lambda: _agree(group, shard_values))
     return total_sums, total_counts
 
 
 def update_centers(
     centers: Tensor, x: Tensor, labels: Tensor, *, rule: str = "wen", alpha: float = 0.5,
-    group: Any = None,
+    check: bool = True, group: Any = None,
 ) -> Tensor:
     r"""New centers after the global batch: :func:`refloss.update_centers` of
     the concatenated shards, the same bits on every rank.
@@ -425,16 +490,22 @@ def update_centers(
         labels: ``[B_r]`` this rank's labels in ``[0, C)``.
         rule: ``"wen"`` or ``"ema"``.
         alpha: step in ``[0, 1]``.
+        check: check every shard (``x`` finite, labels in range) and
+            ``centers`` (finite) in one read (default True; the same on every
+            rank); ``check=False`` reads nothing.
         group: the process group (default: the world).
 
     Returns:
         ``[C, D]`` new centers, dtype and device of ``centers``.
     """
+    fetch = _checks.Fetch(_xtorch)  # check is validated with every rank's input
     sums, counts = _global_stats(
-        x, labels, centers, group, lambda c: _checks.compute_dtype(torch, c.dtype)
+        x, labels, centers, group, lambda c: _checks.compute_dtype(torch, c.dtype), check, fetch
     )
+    fetch.finite("centers", centers)
+    fetch.done()
     return rl.update_centers_from_stats(
-        centers, sums.to(centers.dtype), counts, rule=rule, alpha=alpha
+        centers, sums.to(centers.dtype), counts, rule=rule, alpha=alpha, check=False
     )
 
 
@@ -458,10 +529,15 @@ class RunningCenters(rl.RunningCenters):
         state["_group"] = None  # a process group does not pickle
         return state
 
-    def update(self, x: Tensor, labels: Tensor) -> Tensor:
+    def update(self, x: Tensor, labels: Tensor, *, check: bool = True) -> Tensor:
+        """Fold in the global batch (every rank's shard); ``check`` as in
+        :meth:`refloss.RunningCenters.update` (every shard's values and the
+        new state, one read), the same on every rank."""
         wide = self._sums.dtype  # the running sums' accumulator dtype
-        sums, counts = _global_stats(x, labels, self._centers, self._group, lambda c: wide)
-        return self.update_from_stats(sums, counts)
+        fetch = _checks.Fetch(_xtorch)  # check is validated with every rank's input
+        sums, counts = _global_stats(x, labels, self._centers, self._group, lambda c: wide,
+                                     check, fetch)
+        return self._fold_stats(sums, counts, fetch)
 
 
 # --------------------------------------------------------------------------

@@ -548,6 +548,8 @@ class CenterLoss(nn.Module):
         init: optional ``[C, D]`` initial centers (default zeros).
         device, dtype: of the centers (default CPU, torch's default dtype);
             ``x`` must have the dtype of the centers.
+        check: the value checks of :meth:`forward` and :meth:`update` (one read
+            each; default True; ``check=False`` reads nothing).
 
     ``state_dict`` holds ``centers``, ``sums``, ``counts`` and the rule and
     alpha (extra state); loading one that does not fit raises and changes
@@ -574,8 +576,10 @@ class CenterLoss(nn.Module):
         init: Tensor | None = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        check: bool = True,
     ) -> None:
         super().__init__()
+        self.check = rl._checks.check_flag("check", check)
         if not isinstance(learn_centers, bool):
             raise TypeError(
                 f"learn_centers: expected True or False, got {type(learn_centers).__name__}"
@@ -606,7 +610,7 @@ class CenterLoss(nn.Module):
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         return center_loss(_widen_half(x, self.centers), labels, self.centers,
-                           reduction=self.reduction)
+                           reduction=self.reduction, check=self.check)
 
     # -- updates (learn_centers=False)
 
@@ -620,7 +624,7 @@ class CenterLoss(nn.Module):
         running = rl.RunningCenters(
             self.num_classes, self.dim, rule=self.rule, alpha=self.alpha, like=self.centers
         )
-        running.load_state_dict(self._core_state())
+        running.load_state_dict(self._core_state(), check=False)  # its own, checked state
         return running
 
     def _core_state(self) -> dict:
@@ -656,7 +660,7 @@ class CenterLoss(nn.Module):
             running = self._running()
             _require_tensors(("x", "labels"), (x, labels))
             with _no_autocast(self.centers):
-                running.update(_widen_half(x, self.centers).detach(), labels)
+                running.update(_widen_half(x, self.centers).detach(), labels, check=self.check)
             return self._commit(running)
 
     @torch.no_grad()
@@ -667,7 +671,7 @@ class CenterLoss(nn.Module):
         with self._update_lock:
             running = self._running()
             _require_tensors(("sums", "counts"), (sums, counts))
-            running.update_from_stats(sums.detach(), counts.detach())
+            running.update_from_stats(sums.detach(), counts.detach(), check=self.check)
             return self._commit(running)
 
     # -- state

@@ -243,9 +243,25 @@ class Fetch:
                 (ok, lambda: check_label_range(xp, name, labels, num_classes))
             )
 
+    def require(self, ok: Any, checker: Any) -> None:
+        """Queue a value check of any other kind: ``ok()`` builds its 0-d
+        bool flag on the device (True: passes), ``checker()`` is the
+        standalone checker that raises the check's error (run at once on the
+        host libraries, and on failure)."""
+        if not self.check:
+            return
+        if reads_are_cheap(self.xp):
+            checker()
+            return
+        flag = ok()
+        if not is_traced(flag):
+            self._checks.append((flag, checker))
+
     def want(self, key: str, value: Any, bound: int) -> None:
         """Queue a size: ``value`` a 0-d integer array in ``[0, bound]``."""
-        if is_traced(value):
+        if bound <= 0:  # known without a read (an empty batch)
+            self._values[key] = 0
+        elif is_traced(value):
             self._values[key] = None
         else:
             self._pending[key] = (value, max(int(bound), 0))
@@ -513,6 +529,34 @@ def check_counts(xp: Any, name: str, counts: Any, dtype: Any) -> Any:
             f"got a larger one"
         )
     return xp.astype(counts, dtype)
+
+
+def counts_ok(xp: Any, name: str, counts: Any, dtype: Any) -> Any:
+    """0-d flag: :func:`check_counts` would pass (its dtype's TypeError is
+    raised here; nothing is read)."""
+    info = xp.iinfo(dtype)
+    kind = counts.dtype
+    if xp.isdtype(kind, "real floating"):
+        return (
+            xp.all(counts == xp.round(counts))
+            & ~xp.any(counts < 0)
+            & ~xp.any(counts >= 2.0 ** (info.bits - 1))
+        )
+    ok = xp.all(xp.ones(counts.shape, dtype=xp.bool, device=_device(counts)))
+    if xp.isdtype(kind, "unsigned integer"):
+        wide = xp.iinfo(kind)
+        if wide.max > info.max:
+            if wide.bits == info.bits:
+                ok = ok & ~xp.any(xp.astype(counts, dtype) < 0)
+            else:
+                ok = ok & ~xp.any(counts > info.max)
+    elif xp.isdtype(kind, "signed integer"):
+        ok = ok & ~xp.any(counts < 0)
+        if xp.iinfo(kind).max > info.max:
+            ok = ok & ~xp.any(counts > info.max)
+    else:
+        raise TypeError(f"{name}: expected an integer or floating dtype, got {kind}")
+    return ok
 
 
 def check_running_total(xp: Any, name: str, counts: Any, total: Any) -> None:

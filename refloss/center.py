@@ -29,12 +29,14 @@ labels on NumPy, torch and CuPy).
 
 from __future__ import annotations
 
+import functools
 import threading
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 from array_api_compat import device as _device
+from array_api_compat import to_device
 
 from . import _checks
 from .reductions import reduce_backward, reduce_forward
@@ -100,9 +102,9 @@ def apply_update(xp: Any, centers: Any, sums: Any, counts: Any, rule: str, alpha
 # validation
 
 
-def _check_batch(x, labels, centers=None, *, with_centers=True, fetch=None):
-    """``(xp, labels)``, the labels in the default index dtype; with a
-    ``fetch`` the finiteness checks are queued in it (read once by the caller)."""
+def _check_batch(x, labels, centers=None, *, with_centers=True, fetch):
+    """``(xp, labels)``, the labels in the default index dtype; the
+    finiteness checks are queued in ``fetch`` (read once by the caller)."""
     optional = () if with_centers else ("centers",)
     xp = _checks.namespace(optional=optional, x=x, labels=labels, centers=centers)
     _checks.check_float(xp, "x", x)
@@ -110,15 +112,12 @@ def _check_batch(x, labels, centers=None, *, with_centers=True, fetch=None):
     labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if centers is not None:
         _check_centers(xp, centers, x, fetch)
-    if fetch is None:
-        _checks.check_finite(xp, "x", x)
-    else:
-        fetch.xp = xp
-        fetch.finite("x", x)
+    fetch.xp = xp
+    fetch.finite("x", x)
     return xp, labels
 
 
-def _check_centers(xp, centers, x, fetch=None):
+def _check_centers(xp, centers, x, fetch):
     _checks.check_float(xp, "centers", centers)
     _checks.check_rank("centers", centers, 2, "a 2-D array (num_classes, dim)")
     if centers.shape[1] != x.shape[1]:
@@ -132,11 +131,8 @@ def _check_centers(xp, centers, x, fetch=None):
         )
     if centers.shape[0] < 1:
         raise ValueError("centers: expected at least one class (row), got 0")
-    if fetch is None:
-        _checks.check_finite(xp, "centers", centers)
-    else:
-        fetch.xp = xp
-        fetch.finite("centers", centers)
+    fetch.xp = xp
+    fetch.finite("centers", centers)
 
 
 # --------------------------------------------------------------------------
@@ -209,7 +205,9 @@ def center_loss(
 # statistics and updates
 
 
-def center_stats(x: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
+def center_stats(
+    x: Any, labels: Any, num_classes: int, *, check: bool = True
+) -> tuple[Any, Any]:
     r"""Per-class sufficient statistics :math:`(s, n)` of a batch.
 
     :math:`s_j = \sum_{i: y_i = j} x_i` (``[C, D]``, dtype of ``x``) and
@@ -223,17 +221,22 @@ def center_stats(x: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
         x: ``[B, D]`` floating embeddings.
         labels: ``[B]`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes C (>= 1).
+        check: check that ``x`` is finite and the labels in range, in one
+            read (default True; docs/errors.md, "Checks and syncs").
     """
-    xp, labels = _check_batch(x, labels, with_centers=False)
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, with_centers=False, fetch=fetch)
     num_classes = _checks.check_num_classes(num_classes)
-    _checks.check_label_range(xp, "labels", labels, num_classes)
+    fetch.label_range("labels", labels, num_classes)
+    fetch.done()
     cdt = _checks.compute_dtype(xp, x.dtype)
     sums = class_sums(xp, xp.astype(x, cdt), labels, num_classes)
     return xp.astype(sums, x.dtype), class_counts(xp, labels, num_classes)
 
 
 def update_centers(
-    centers: Any, x: Any, labels: Any, *, rule: str = "wen", alpha: float = 0.5
+    centers: Any, x: Any, labels: Any, *, rule: str = "wen", alpha: float = 0.5,
+    check: bool = True,
 ) -> Any:
     r"""New class centers after one batch (the input is not modified).
 
@@ -253,11 +256,15 @@ def update_centers(
         labels: ``[B]`` integer labels in ``[0, C)``.
         rule: ``"wen"`` or ``"ema"``.
         alpha: step in ``[0, 1]``.
+        check: check that ``centers`` and ``x`` are finite and the labels in
+            range, in one read (default True; docs/errors.md, "Checks and syncs").
     """
-    xp, labels = _check_batch(x, labels, centers)
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, centers, fetch=fetch)
     _check_rule(rule, UPDATE_RULES)
     alpha = _checks.check_alpha(alpha)
-    _checks.check_label_range(xp, "labels", labels, centers.shape[0])
+    fetch.label_range("labels", labels, centers.shape[0])
+    fetch.done()
     cdt = _checks.compute_dtype(xp, x.dtype)
     sums = class_sums(xp, xp.astype(x, cdt), labels, centers.shape[0])
     counts = class_counts(xp, labels, centers.shape[0])
@@ -266,7 +273,8 @@ def update_centers(
 
 
 def update_centers_from_stats(
-    centers: Any, sums: Any, counts: Any, *, rule: str = "wen", alpha: float = 0.5
+    centers: Any, sums: Any, counts: Any, *, rule: str = "wen", alpha: float = 0.5,
+    check: bool = True,
 ) -> Any:
     r"""New centers from per-class statistics (e.g. all-reduced across workers).
 
@@ -281,10 +289,15 @@ def update_centers_from_stats(
         counts: ``[C]`` non-negative per-class counts (integer or floating).
         rule: ``"wen"`` or ``"ema"``.
         alpha: step in ``[0, 1]``.
+        check: check that ``centers``, ``sums`` (and floating ``counts``) are
+            finite and the counts non-negative, in one read (default True;
+            docs/errors.md, "Checks and syncs").
     """
-    xp = _check_stats(centers, sums, counts)
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp = _check_stats(centers, sums, counts, fetch)
     _check_rule(rule, UPDATE_RULES)
     alpha = _checks.check_alpha(alpha)
+    fetch.done()
     cdt = _checks.compute_dtype(xp, centers.dtype)
     new = apply_update(
         xp, xp.astype(centers, cdt), xp.astype(sums, cdt), counts, rule, alpha
@@ -301,8 +314,11 @@ def _check_rule(rule, rules):
     _checks.check_choice("rule", rule, rules)
 
 
-def _check_stats(centers, sums, counts):
+def _check_stats(centers, sums, counts, fetch, *, own_centers=False):
+    """The namespace; the value checks are queued in ``fetch`` (those of the
+    centers only when they are not the caller's own state)."""
     xp = _checks.namespace(centers=centers, sums=sums, counts=counts)
+    fetch.xp = xp
     _checks.check_float(xp, "centers", centers)
     _checks.check_rank("centers", centers, 2, "a 2-D array (num_classes, dim)")
     _checks.check_float(xp, "sums", sums)
@@ -322,16 +338,30 @@ def _check_stats(centers, sums, counts):
             f"counts: expected shape ({centers.shape[0]},) (one per class), "
             f"got {tuple(counts.shape)}"
         )
-    _checks.check_finite(xp, "centers", centers)
-    _checks.check_finite(xp, "sums", sums)
+    if not own_centers:
+        fetch.finite("centers", centers)
+    fetch.finite("sums", sums)
     if xp.isdtype(counts.dtype, "real floating"):
-        _checks.check_finite(xp, "counts", counts)
+        fetch.finite("counts", counts)
     # unsigned counts cannot be negative (and torch has no `<` for uint16/32/64)
-    signed = not xp.isdtype(counts.dtype, "unsigned integer")
-    negative = xp.any(counts < 0) if counts.shape[0] and signed else False
+    if counts.shape[0] and not xp.isdtype(counts.dtype, "unsigned integer"):
+        fetch.require(lambda: ~xp.any(counts < 0), lambda: _check_not_negative(xp, counts))
+    return xp
+
+
+def _check_not_negative(xp, counts):
+    negative = xp.any(counts < 0)
     if not _checks.is_traced(negative) and bool(negative):
         raise ValueError("counts: expected non-negative counts, got a negative one")
-    return xp
+
+
+def _all_finite(xp, a):
+    return xp.all(xp.isfinite(a))
+
+
+def _counts_flag(xp, name, counts, dtype, dev):
+    flag = _checks.counts_ok(xp, name, counts, dtype)
+    return flag if _device(flag) == dev else to_device(flag, dev)
 
 
 # --------------------------------------------------------------------------
@@ -497,12 +527,19 @@ class RunningCenters:
         """``[C]`` number of samples seen per class."""
         return self._xp.asarray(self._counts, copy=True)
 
-    def update(self, x: Any, labels: Any) -> Any:
+    def update(self, x: Any, labels: Any, *, check: bool = True) -> Any:
         """Fold one batch in; returns the new centers.
 
         The batch sums are taken in the accumulator's dtype (float32 for
         half-precision centers), not rounded to the centers' dtype first.
+
+        ``check`` (default True): check that ``x`` is finite, the labels in
+        range and the new state representable (counts within int64, sums and
+        centers finite), all in one read, before anything is stored; with
+        ``check=False`` nothing is read and nothing is checked by value
+        (docs/errors.md, "Checks and syncs").
         """
+        fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
         xp = _checks.namespace(centers=self._centers, x=x, labels=labels)
         _checks.check_concrete("x", x)
         _checks.check_concrete("labels", labels)
@@ -517,33 +554,53 @@ class RunningCenters:
             raise TypeError(
                 f"x: expected the dtype of the centers ({self._centers.dtype}), got {x.dtype}"
             )
-        _, labels = _check_batch(x, labels, self._centers)
-        _checks.check_label_range(xp, "labels", labels, self.num_classes)
+        # the centers are this object's own state: not checked again
+        _, labels = _check_batch(x, labels, with_centers=False, fetch=fetch)
+        fetch.label_range("labels", labels, self.num_classes)
         sums = class_sums(xp, xp.astype(x, self._sums.dtype), labels, self.num_classes)
         counts = class_counts(xp, labels, self.num_classes)
-        return self._apply(sums, counts, ("x", "labels"))
+        return self._apply(sums, counts, ("x", "labels"), fetch)
 
-    def update_from_stats(self, sums: Any, counts: Any) -> Any:
+    def update_from_stats(self, sums: Any, counts: Any, *, check: bool = True) -> Any:
         """Fold in statistics ``(s, n)`` (e.g. all-reduced across workers).
 
         ``counts`` may have any integer dtype (unsigned included) or hold
         whole floating values; each must be below ``2**63`` (the int64 range).
+        ``check`` as in :meth:`update` (finite sums, whole non-negative
+        counts, the new state representable; one read, or none).
         """
+        fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+        return self._fold_stats(sums, counts, fetch)
+
+    def _fold_stats(self, sums: Any, counts: Any, fetch: Any) -> Any:
+        """:meth:`update_from_stats` whose value checks join ``fetch`` (a
+        subclass may have queued checks of its own there first)."""
         _checks.check_concrete("sums", sums)
         _checks.check_concrete("counts", counts)
         sums, counts = _checks.detached(sums), _checks.detached(counts)
-        xp = _check_stats(self._centers, sums, counts)
-        counts = _checks.check_counts(xp, "counts", counts, self._counts.dtype)
-        return self._apply(xp.astype(sums, self._sums.dtype), counts, ("sums", "counts"))
+        xp = _check_stats(self._centers, sums, counts, fetch, own_centers=True)
+        dtype = self._counts.dtype
+        fetch.require(
+            functools.partial(_checks.counts_ok, xp, "counts", counts, dtype),
+            functools.partial(_checks.check_counts, xp, "counts", counts, dtype),
+        )
+        counts = xp.astype(counts, dtype)
+        return self._apply(xp.astype(sums, self._sums.dtype), counts, ("sums", "counts"), fetch)
 
-    def _apply(self, sums: Any, counts: Any, names: tuple[str, str]) -> Any:
-        """Fold validated statistics (accumulator dtype, index dtype) into the state."""
+    def _apply(self, sums: Any, counts: Any, names: tuple[str, str], fetch: Any) -> Any:
+        """Fold statistics (accumulator dtype, index dtype) into the state:
+        the checks queued in ``fetch`` and those of the new state are read
+        together, and raise before anything is stored."""
         xp = self._xp
         acc = self._sums.dtype
         # read, compute and commit under one lock: two threads must not both
         # start from the same old state (one update would be lost)
         with self._lock:
-            _checks.check_running_total(xp, names[1], counts, self._counts)
+            total = self._counts
+            fetch.require(
+                lambda: ~xp.any(counts > xp.iinfo(total.dtype).max - total),
+                lambda: _checks.check_running_total(xp, names[1], counts, total),
+            )
             new_counts = self._counts + counts
             old = xp.astype(self._centers, acc)
             # an overflow is refused just below: NumPy need not warn about it first
@@ -557,8 +614,13 @@ class RunningCenters:
                 else:
                     new = apply_update(xp, old, sums, counts, self._rule, self._alpha)
                 new = xp.astype(new, self._centers.dtype)
-            _checks.check_no_overflow(xp, names[0], new_sums, f"running sums ({acc})")
-            _checks.check_no_overflow(xp, names[0], new, f"centers ({new.dtype})")
+            for value, what in ((new_sums, f"running sums ({acc})"),
+                                (new, f"centers ({new.dtype})")):
+                fetch.require(
+                    functools.partial(_all_finite, xp, value),
+                    functools.partial(_checks.check_no_overflow, xp, names[0], value, what),
+                )
+            fetch.done()  # the call's one read: raises before anything is stored
             # commit all three together: nothing is left half-updated
             self._centers, self._sums, self._counts = new, new_sums, new_counts
         return xp.asarray(new, copy=True)
@@ -580,14 +642,17 @@ class RunningCenters:
             "counts": xp.asarray(counts, copy=True),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, check: bool = True) -> None:
         """Restore a :meth:`state_dict`; raises and changes nothing if it does not fit.
 
         The arrays must come from the library of the centers, ``centers`` and
         ``sums`` real floating and finite, ``counts`` integer, non-negative and
         below ``2**63``; they are converted to the object's dtypes and device
-        (a state saved with half-precision ``sums`` widens exactly).
+        (a state saved with half-precision ``sums`` widens exactly). The value
+        checks (finite, counts in range) are read together, once; ``check=False``
+        skips them (no read), for a state this library made itself.
         """
+        fetch = _checks.Fetch(self._xp, check=_checks.check_flag("check", check))
         if not isinstance(state, dict):
             raise TypeError(f"state: expected a dict, got {type(state).__name__}")
         missing = {"rule", "alpha", "centers", "sums", "counts"} - set(state)
@@ -616,7 +681,12 @@ class RunningCenters:
             if key == "counts":
                 if not xp.isdtype(a.dtype, "integral"):
                     raise TypeError(f"{name}: expected an integer dtype, got {a.dtype}")
-                a = _checks.check_counts(xp, name, a, dtype)
+                # read on the original (a wide count must not wrap first),
+                # the flag moved to the centers' device with the other flags
+                fetch.require(
+                    functools.partial(_counts_flag, xp, name, a, dtype, dev),
+                    functools.partial(_checks.check_counts, xp, name, a, dtype),
+                )
             else:
                 _checks.check_float(xp, name, a)
             try:
@@ -627,8 +697,9 @@ class RunningCenters:
                     f"got {type(state[key]).__name__} ({exc})"
                 ) from None
             if key != "counts":
-                _checks.check_finite(xp, name, a)
+                fetch.finite(name, a)
             arrays[key] = a
+        fetch.done()  # one read for every value check, before anything changes
         with self._lock:
             self._rule, self._alpha = state["rule"], alpha
             self._centers, self._sums, self._counts = (

@@ -79,11 +79,14 @@ def normalize_backward(xp: Any, residuals: Any, g: Any) -> Any:
     return xp.where(nonzero[:, None], gx, xp.zeros_like(gx))
 
 
-def _l2_normalize_fwd(x):
+def _l2_normalize_fwd(x, *, check=True):
+    check = _checks.check_flag("check", check)
     xp = _checks.namespace(x=x)
     _checks.check_float(xp, "x", x)
     _checks.check_rank("x", x, 2, "a 2-D array (batch, dim)")
-    _checks.check_finite(xp, "x", x)
+    fetch = _checks.Fetch(xp, check=check)
+    fetch.finite("x", x)
+    fetch.done()
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))
     xhat, res = normalize_forward(xp, xc)
@@ -96,7 +99,7 @@ def _l2_normalize_bwd(residuals, g):
 
 
 @defvjp(_l2_normalize_fwd, _l2_normalize_bwd)
-def l2_normalize(x: Any) -> Any:
+def l2_normalize(x: Any, *, check: bool = True) -> Any:
     r"""Rows of ``x`` scaled to unit Euclidean norm.
 
     .. math:: \hat x_i = x_i / \lVert x_i \rVert_2
@@ -111,8 +114,10 @@ def l2_normalize(x: Any) -> Any:
 
     Args:
         x: ``[batch, dim]`` floating array.
+        check: check that ``x`` is finite (one read; default True).
+            ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         ``[batch, dim]`` array in the namespace, device and dtype of ``x``.
     """
-    return _l2_normalize_fwd(x)[0]
+    return _l2_normalize_fwd(x, check=check)[0]

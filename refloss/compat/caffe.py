@@ -36,10 +36,12 @@ CAFFE_BACKWARD_EPS = 1e-4
 # CenterLossLayer
 
 
-def _center_loss_fwd(x, labels, centers):
-    xp, labels = _check_batch(x, labels, centers)
+def _center_loss_fwd(x, labels, centers, *, check=True):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, centers, fetch=fetch)
     num_classes = centers.shape[0]
-    _checks.check_label_range(xp, "labels", labels, num_classes)
+    fetch.label_range("labels", labels, num_classes)
+    fetch.done()
     dtype = x.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     # Forward_cpu: D(i,:) = X(i,:) - C(y(i),:); loss = dot(D, D) / M / 2
@@ -84,7 +86,7 @@ def _center_loss_bwd(residuals, g):
     )
 )
 @defvjp(_center_loss_fwd, _center_loss_bwd)
-def center_loss(x: Any, labels: Any, centers: Any) -> Any:
+def center_loss(x: Any, labels: Any, centers: Any, *, check: bool = True) -> Any:
     r"""Wen et al.'s original Caffe ``CenterLoss`` layer.
 
     .. math::
@@ -123,6 +125,9 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         x: ``[M, D]`` floating features (``bottom[0]``).
         labels: ``[M]`` integer labels (``bottom[1]``).
         centers: ``[C, D]`` centers (the layer's ``blobs_[0]``), dtype of ``x``.
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``x``.
@@ -131,14 +136,14 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         ydwen/caffe-face @ 48ff38e, ``src/caffe/layers/center_loss_layer.cpp``
         (``CenterLossLayer::Forward_cpu`` / ``Backward_cpu``).
     """
-    return _center_loss_fwd(x, labels, centers)[0]
+    return _center_loss_fwd(x, labels, centers, check=check)[0]
 
 
 # --------------------------------------------------------------------------
 # ContrastiveLossLayer
 
 
-def _check_contrastive(a, b, similar, margin, legacy_version):
+def _check_contrastive(a, b, similar, margin, legacy_version, check):
     xp = _checks.namespace(a=a, b=b, similar=similar)
     for name, arr in (("a", a), ("b", b)):
         _checks.check_float(xp, name, arr)
@@ -165,13 +170,15 @@ def _check_contrastive(a, b, similar, margin, legacy_version):
         raise TypeError(
             f"legacy_version: expected True or False, got {type(legacy_version).__name__}"
         )
-    _checks.check_finite(xp, "a", a)
-    _checks.check_finite(xp, "b", b)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("a", a)
+    fetch.finite("b", b)
+    fetch.done()
     return xp, margin
 
 
-def _contrastive_fwd(a, b, similar, *, margin=1.0, legacy_version=False):
-    xp, margin = _check_contrastive(a, b, similar, margin, legacy_version)
+def _contrastive_fwd(a, b, similar, *, margin=1.0, legacy_version=False, check=True):
+    xp, margin = _check_contrastive(a, b, similar, margin, legacy_version, check)
     dtype = a.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     sim = similar if similar.dtype == xp.bool else similar != 0
@@ -229,7 +236,8 @@ def _contrastive_bwd(residuals, g):
 )
 @defvjp(_contrastive_fwd, _contrastive_bwd)
 def contrastive_loss(
-    a: Any, b: Any, similar: Any, *, margin: float = 1.0, legacy_version: bool = False
+    a: Any, b: Any, similar: Any, *, margin: float = 1.0, legacy_version: bool = False,
+    check: bool = True,
 ) -> Any:
     r"""Caffe's ``ContrastiveLoss`` layer (``contrastive_loss_param``: margin, legacy_version).
 
@@ -270,6 +278,8 @@ def contrastive_loss(
         similar: ``[N]`` integer or boolean labels (``bottom[2]``), non-zero = similar.
         margin: the margin m (default 1.0, as in ``caffe.proto``).
         legacy_version: use :math:`[m - d^2]_+` for dissimilar pairs.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``a``.
@@ -279,4 +289,6 @@ def contrastive_loss(
         (``ContrastiveLossLayer::Forward_cpu`` / ``Backward_cpu``), as copied in
         ydwen/caffe-face @ 48ff38e; defaults from ``src/caffe/proto/caffe.proto``.
     """
-    return _contrastive_fwd(a, b, similar, margin=margin, legacy_version=legacy_version)[0]
+    return _contrastive_fwd(
+        a, b, similar, margin=margin, legacy_version=legacy_version, check=check
+    )[0]

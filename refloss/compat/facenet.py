@@ -24,14 +24,16 @@ from ._meta import PresetInfo, preset
 __all__ = ["center_loss"]
 
 
-def _check(features, label, centers, alfa):
+def _check(features, label, centers, alfa, check):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
     xp = _checks.namespace(features=features, label=label, centers=centers)
     _checks.check_float(xp, "features", features)
     _checks.check_rank("features", features, 2, "a 2-D array (batch, nrof_features)")
     label = _checks.check_labels(xp, "label", label, features.shape[0], "features")
-    _checks.check_finite(xp, "features", features)
+    fetch.xp = xp
+    fetch.finite("features", features)
     try:
-        _check_centers(xp, centers, features)
+        _check_centers(xp, centers, features, fetch)
         alfa = _checks.check_alpha(alfa)
     except (TypeError, ValueError) as exc:
         msg = str(exc)
@@ -39,12 +41,13 @@ def _check(features, label, centers, alfa):
             msg = "alfa:" + msg[len("alpha:"):]
         raise type(exc)(msg.replace("(the dim of x)", "(the dim of features)")
                         .replace("the dtype of x", "the dtype of features")) from None
-    _checks.check_label_range(xp, "label", label, centers.shape[0])
+    fetch.label_range("label", label, centers.shape[0])
+    fetch.done()
     return xp, alfa, label
 
 
-def _center_loss_fwd(features, label, centers, alfa):
-    xp, alfa, label = _check(features, label, centers, alfa)
+def _center_loss_fwd(features, label, centers, alfa, *, check=True):
+    xp, alfa, label = _check(features, label, centers, alfa, check)
     dtype = features.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     fc, cc = xp.astype(features, cdt), xp.astype(centers, cdt)
@@ -86,7 +89,9 @@ def _center_loss_bwd(residuals, g):
     )
 )
 @defvjp(_center_loss_fwd, _center_loss_bwd)
-def center_loss(features: Any, label: Any, centers: Any, alfa: float) -> tuple[Any, Any]:
+def center_loss(
+    features: Any, label: Any, centers: Any, alfa: float, *, check: bool = True
+) -> tuple[Any, Any]:
     r"""facenet's ``center_loss(features, label, alfa, nrof_classes)`` with explicit centers.
 
     Returns ``(loss, new_centers)``:
@@ -128,6 +133,9 @@ def center_loss(features: Any, label: Any, centers: Any, alfa: float) -> tuple[A
         centers: ``[C, D]`` current centers (facenet's ``centers`` variable).
         alfa: the update's decay in [0, 1]; each sample moves its center by
             ``1 - alfa`` of the offset.
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         ``(loss, new_centers)``: a 0-d array and a ``[C, D]`` array in the
@@ -139,4 +147,4 @@ def center_loss(features: Any, label: Any, centers: Any, alfa: float) -> tuple[A
         "How to Implement Center Loss and Other Running Averages of Labeled
         Embeddings" (Stack Overflow, 2016, ``get_embed_centers``, decay = alfa).
     """
-    return _center_loss_fwd(features, label, centers, alfa)[0]
+    return _center_loss_fwd(features, label, centers, alfa, check=check)[0]

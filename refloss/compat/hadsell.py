@@ -41,8 +41,9 @@ SOURCE = (
 )
 
 
-def _fwd(left_feature, right_feature, label, margin=0.2, *, reproduce_nan=True):
+def _fwd(left_feature, right_feature, label, margin=0.2, *, reproduce_nan=True, check=True):
     xp = _checks.namespace(left_feature=left_feature, right_feature=right_feature, label=label)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     tfa.check_embeddings(xp, "left_feature", left_feature)
     tfa.check_embeddings(xp, "right_feature", right_feature)
     a, b = left_feature, right_feature
@@ -55,11 +56,12 @@ def _fwd(left_feature, right_feature, label, margin=0.2, *, reproduce_nan=True):
         raise TypeError(
             f"right_feature: expected the dtype of left_feature ({a.dtype}), got {b.dtype}"
         )
-    tfa.pair_labels(xp, "label", label, (a.shape[0],), "one per row of left_feature")
+    tfa.pair_labels(xp, "label", label, (a.shape[0],), "one per row of left_feature", fetch)
     margin = _checks.check_margin("margin", margin)
     check_bool("reproduce_nan", reproduce_nan)
-    _checks.check_finite(xp, "left_feature", a)
-    _checks.check_finite(xp, "right_feature", b)
+    fetch.finite("left_feature", a)
+    fetch.finite("right_feature", b)
+    fetch.done()
 
     dtype = a.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -116,6 +118,7 @@ def contrastive_loss(
     margin: float = 0.2,
     *,
     reproduce_nan: bool = True,
+    check: bool = True,
 ) -> Any:
     r"""The paper's contrastive loss as the classic TensorFlow answer computes it.
 
@@ -154,6 +157,8 @@ def contrastive_loss(
         label: ``[B]`` labels (integer, boolean or floating), 1 = dissimilar.
         margin: the margin m (default 0.2).
         reproduce_nan: keep the NaN gradient at :math:`D = 0`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``left_feature``.
@@ -164,4 +169,6 @@ def contrastive_loss(
         "Implementing contrastive loss and triplet loss in Tensorflow",
         answer 1 (and answer 3's ``compute_contrastive_loss``).
     """
-    return _fwd(left_feature, right_feature, label, margin, reproduce_nan=reproduce_nan)[0]
+    return _fwd(
+        left_feature, right_feature, label, margin, reproduce_nan=reproduce_nan, check=check
+    )[0]

@@ -22,7 +22,8 @@ from ._meta import PresetInfo, preset
 __all__ = ["center_loss"]
 
 
-def _check(label, feat, centers, size_average):
+def _check(label, feat, centers, size_average, check):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
     xp = _checks.namespace(label=label, feat=feat, centers=centers)
     _checks.check_float(xp, "feat", feat)
     _checks.check_rank("feat", feat, 2, "a 2-D array (batch, feat_dim)")
@@ -44,14 +45,16 @@ def _check(label, feat, centers, size_average):
         raise TypeError(
             f"size_average: expected True or False, got {type(size_average).__name__}"
         )
-    _checks.check_finite(xp, "feat", feat)
-    _checks.check_finite(xp, "centers", centers)
-    _checks.check_label_range(xp, "label", label, centers.shape[0])
+    fetch.xp = xp
+    fetch.finite("feat", feat)
+    fetch.finite("centers", centers)
+    fetch.label_range("label", label, centers.shape[0])
+    fetch.done()
     return xp, label
 
 
-def _center_loss_fwd(label, feat, centers, *, size_average=True):
-    xp, label = _check(label, feat, centers, size_average)
+def _center_loss_fwd(label, feat, centers, *, size_average=True, check=True):
+    xp, label = _check(label, feat, centers, size_average, check)
     dtype = feat.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     batch = feat.shape[0]
@@ -98,7 +101,9 @@ def _center_loss_bwd(residuals, g):
     )
 )
 @defvjp(_center_loss_fwd, _center_loss_bwd)
-def center_loss(label: Any, feat: Any, centers: Any, *, size_average: bool = True) -> Any:
+def center_loss(
+    label: Any, feat: Any, centers: Any, *, size_average: bool = True, check: bool = True
+) -> Any:
     r"""jxgu1016's ``CenterLoss(num_classes, feat_dim, size_average)(label, feat)``.
 
     Note the argument order: labels first, as in the module's ``forward(label, feat)``.
@@ -133,6 +138,9 @@ def center_loss(label: Any, feat: Any, centers: Any, *, size_average: bool = Tru
         feat: ``[B, D]`` floating features.
         centers: ``[C, D]`` centers (the module's ``nn.Parameter``), dtype of ``feat``.
         size_average: divide by the batch size (default True).
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``feat``.
@@ -141,4 +149,4 @@ def center_loss(label: Any, feat: Any, centers: Any, *, size_average: bool = Tru
         jxgu1016/MNIST_center_loss_pytorch @ 4e94cc7, ``CenterLoss.py``
         (``CenterLoss.forward``, ``CenterlossFunc.forward`` / ``backward``).
     """
-    return _center_loss_fwd(label, feat, centers, size_average=size_average)[0]
+    return _center_loss_fwd(label, feat, centers, size_average=size_average, check=check)[0]

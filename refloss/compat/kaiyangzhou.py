@@ -28,10 +28,12 @@ CLAMP_MIN = 1e-12
 CLAMP_MAX = 1e12
 
 
-def _center_loss_fwd(x, labels, centers):
-    xp, labels = _check_batch(x, labels, centers)
+def _center_loss_fwd(x, labels, centers, *, check=True):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, centers, fetch=fetch)
     num_classes = centers.shape[0]
-    _checks.check_label_range(xp, "labels", labels, num_classes)
+    fetch.label_range("labels", labels, num_classes)
+    fetch.done()
     dtype = x.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     xc, cc = xp.astype(x, cdt), xp.astype(centers, cdt)
@@ -80,7 +82,7 @@ def _center_loss_bwd(residuals, g):
     )
 )
 @defvjp(_center_loss_fwd, _center_loss_bwd)
-def center_loss(x: Any, labels: Any, centers: Any) -> Any:
+def center_loss(x: Any, labels: Any, centers: Any, *, check: bool = True) -> Any:
     r"""KaiyangZhou's ``CenterLoss()(x, labels)`` with its ``centers`` parameter explicit.
 
     .. math::
@@ -118,6 +120,9 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         x: ``[B, D]`` floating features.
         labels: ``[B]`` integer labels in ``[0, C)``.
         centers: ``[C, D]`` centers, dtype of ``x``.
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``x``.
@@ -126,4 +131,4 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         KaiyangZhou/pytorch-center-loss @ 082ffa2, ``center_loss.py``
         (``CenterLoss.forward``).
     """
-    return _center_loss_fwd(x, labels, centers)[0]
+    return _center_loss_fwd(x, labels, centers, check=check)[0]

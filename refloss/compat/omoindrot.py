@@ -52,7 +52,7 @@ SOURCE = "omoindrot/tensorflow-triplet-loss @ fc69836 : model/triplet_loss.py"
 # validation and _pairwise_distances
 
 
-def _check(labels, embeddings, margin, squared):
+def _check(labels, embeddings, margin, squared, check):
     xp = _checks.namespace(labels=labels, embeddings=embeddings)
     tfa.check_embeddings(xp, "embeddings", embeddings)
     labels = tfa.label_vector(
@@ -60,7 +60,9 @@ def _check(labels, embeddings, margin, squared):
     )
     margin = _checks.check_margin("margin", margin)
     check_bool("squared", squared)
-    _checks.check_finite(xp, "embeddings", embeddings)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("embeddings", embeddings)
+    fetch.done()
     return xp, margin, labels
 
 
@@ -126,8 +128,8 @@ def prefix_count(xp: Any, sorted_rows: Any, queries: Any, test: Any) -> Any:
 # batch_all_triplet_loss
 
 
-def _batch_all_fwd(labels, embeddings, margin, squared=False):
-    xp, margin, labels = _check(labels, embeddings, margin, squared)
+def _batch_all_fwd(labels, embeddings, margin, squared=False, *, check=True):
+    xp, margin, labels = _check(labels, embeddings, margin, squared, check)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:
@@ -205,7 +207,9 @@ def _batch_all_bwd(residuals, g):
 )
 @defvjp(_batch_all_fwd, _batch_all_bwd)
 def batch_all_triplet_loss(
-    labels: Any, embeddings: Any, margin: float, squared: bool = False
+    labels: Any, embeddings: Any, margin: float, squared: bool = False,
+    *,
+    check: bool = True,
 ) -> tuple[Any, Any]:
     r"""omoindrot's ``batch_all_triplet_loss(labels, embeddings, margin, squared=False)``.
 
@@ -254,6 +258,8 @@ def batch_all_triplet_loss(
         embeddings: ``[B, D]`` floating embeddings.
         margin: the margin (the repository's configs use 0.5).
         squared: squared Euclidean distances.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         ``(loss, fraction)``: two 0-d arrays in the namespace, device and dtype
@@ -263,15 +269,15 @@ def batch_all_triplet_loss(
         omoindrot/tensorflow-triplet-loss @ fc69836, ``model/triplet_loss.py``
         (``batch_all_triplet_loss``, ``_pairwise_distances``, ``_get_triplet_mask``).
     """
-    return _batch_all_fwd(labels, embeddings, margin, squared)[0]
+    return _batch_all_fwd(labels, embeddings, margin, squared, check=check)[0]
 
 
 # --------------------------------------------------------------------------
 # batch_hard_triplet_loss
 
 
-def _batch_hard_fwd(labels, embeddings, margin, squared=False):
-    xp, margin, labels = _check(labels, embeddings, margin, squared)
+def _batch_hard_fwd(labels, embeddings, margin, squared=False, *, check=True):
+    xp, margin, labels = _check(labels, embeddings, margin, squared, check)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:
@@ -336,7 +342,9 @@ def _batch_hard_bwd(residuals, g):
 )
 @defvjp(_batch_hard_fwd, _batch_hard_bwd)
 def batch_hard_triplet_loss(
-    labels: Any, embeddings: Any, margin: float, squared: bool = False
+    labels: Any, embeddings: Any, margin: float, squared: bool = False,
+    *,
+    check: bool = True,
 ) -> Any:
     r"""omoindrot's ``batch_hard_triplet_loss(labels, embeddings, margin, squared=False)``.
 
@@ -369,6 +377,8 @@ def batch_hard_triplet_loss(
         embeddings: ``[B, D]`` floating embeddings.
         margin: the margin (the repository's configs use 0.5).
         squared: squared Euclidean distances.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -377,4 +387,4 @@ def batch_hard_triplet_loss(
         omoindrot/tensorflow-triplet-loss @ fc69836, ``model/triplet_loss.py``
         (``batch_hard_triplet_loss``, ``_pairwise_distances``).
     """
-    return _batch_hard_fwd(labels, embeddings, margin, squared)[0]
+    return _batch_hard_fwd(labels, embeddings, margin, squared, check=check)[0]

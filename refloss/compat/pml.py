@@ -168,27 +168,32 @@ def _canonical(xp, d):
     return xp.take(xp.take(d, first, axis=0), first, axis=1)
 
 
-def _embed_forward(xp, x, normalize, power):
+def _embed_forward(xp, x, normalize, power, fetch):
+    """``(distances, residuals)``; ``fetch`` (the call's one read) also
+    carries whether some row is below the normalisation's eps, which decides
+    the backward's work (the backward reads nothing)."""
     nres = None
     if normalize:
         x, nres = _normalize_forward(xp, x)
-    d, dres = pairwise_forward(xp, x, None, "euclidean")
+        fetch.want("pml rows below eps", xp.any(~nres[2]), 1)
+    d, dres = pairwise_forward(xp, x, None, "euclidean", fetch)
     d = _canonical(xp, d)
     # BaseDistance.forward: mat = mat ** power when power != 1
     mat = d if power == 1.0 else d**power
-    return mat, (x, dres, d, nres, power)
+    below = fetch.value("pml rows below eps") if normalize else 0
+    return mat, (x, dres, d, nres, power, below)
 
 
 def _embed_backward(xp, residuals, g):
     # a canonical entry is the distance between its own two rows (copies are
     # one point), so G reaches those rows, as torch.cdist sends it
-    x, dres, d, nres, power = residuals
+    x, dres, d, nres, power, any_below = residuals
     if power != 1.0:
         g = g * (power * d ** (power - 1.0))
     gx, _ = pairwise_backward(xp, dres, g)
     if nres is not None:
         below = ~nres[2]
-        if _checks.any_true(xp, below):
+        if any_below is None or any_below:  # None: traced, assume some
             # rows below the eps get gradient g / 1e-12, which would lift the
             # GEMM form's rounding (~1e-16 of the pair terms) to ~1e-4; their
             # pair terms are summed from the differences instead, where
@@ -459,16 +464,20 @@ def _blockwise_backward(xp, d, pos, neg, opts, smooth, scale):
 
 
 def _mined_fwd(embeddings, labels, kind, miner_margin, margin, swap, smooth_loss,
-               normalize_embeddings, power, reducer):
+               normalize_embeddings, power, reducer, check):
+    check = _checks.check_flag("check", check)
     xp, labels = _check_batch(embeddings, labels)
     margin = _check_triplet_options(margin, swap, smooth_loss, reducer)
     power = _check_distance(normalize_embeddings, power)
-    _checks.check_finite(xp, "embeddings", embeddings)
+    fetch = _checks.Fetch(xp, check=check)
+    fetch.finite("embeddings", embeddings)
     dtype = embeddings.dtype
     x = xp.astype(embeddings, _checks.compute_dtype(xp, dtype))
     if x.shape[0] == 0:
+        fetch.done()
         return _empty(xp, x, dtype)
-    d, eres = _embed_forward(xp, x, normalize_embeddings, power)
+    d, eres = _embed_forward(xp, x, normalize_embeddings, power, fetch)
+    fetch.done()
     pos, neg, _ = label_masks(xp, labels, d)
     opts = (margin, kind, miner_margin, swap)
     if smooth_loss or swap:
@@ -503,9 +512,9 @@ def _empty(xp, x, dtype):
 
 
 def _triplet_fwd(embeddings, labels, *, margin=0.05, swap=False, smooth_loss=False,
-                 normalize_embeddings=True, power=1.0, reducer="avg_non_zero"):
+                 normalize_embeddings=True, power=1.0, reducer="avg_non_zero", check=True):
     return _mined_fwd(embeddings, labels, "none", 0.0, margin, swap, smooth_loss,
-                      normalize_embeddings, power, reducer)
+                      normalize_embeddings, power, reducer, check)
 
 
 _TRIPLET_DISTANCE = (
@@ -551,6 +560,7 @@ def triplet_margin_loss(
     normalize_embeddings: bool = True,
     power: float = 1.0,
     reducer: str = "avg_non_zero",
+    check: bool = True,
 ) -> Any:
     r"""PML's ``TripletMarginLoss(margin, swap, smooth_loss)(embeddings, labels)``.
 
@@ -615,6 +625,8 @@ def triplet_margin_loss(
         normalize_embeddings: LpDistance's normalisation (default True).
         power: LpDistance's power, >= 1 (default 1).
         reducer: ``"avg_non_zero"`` (default), ``"mean"`` or ``"sum"``.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -628,17 +640,17 @@ def triplet_margin_loss(
     """
     return _triplet_fwd(
         embeddings, labels, margin=margin, swap=swap, smooth_loss=smooth_loss,
-        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer,
+        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer, check=check
     )[0]
 
 
 def _miner_fwd(embeddings, labels, *, type_of_triplets="all", miner_margin=0.2, margin=0.05,
                swap=False, smooth_loss=False, normalize_embeddings=True, power=1.0,
-               reducer="avg_non_zero"):
+               reducer="avg_non_zero", check=True):
     _checks.check_choice("type_of_triplets", type_of_triplets, TYPES_OF_TRIPLETS)
     miner_margin = _checks.check_margin("miner_margin", miner_margin)
     return _mined_fwd(embeddings, labels, type_of_triplets, miner_margin, margin, swap,
-                      smooth_loss, normalize_embeddings, power, reducer)
+                      smooth_loss, normalize_embeddings, power, reducer, check)
 
 
 @preset(
@@ -672,6 +684,7 @@ def triplet_margin_miner_loss(
     normalize_embeddings: bool = True,
     power: float = 1.0,
     reducer: str = "avg_non_zero",
+    check: bool = True,
 ) -> Any:
     r"""PML's ``TripletMarginLoss`` on the triplets of ``TripletMarginMiner``.
 
@@ -726,6 +739,8 @@ def triplet_margin_miner_loss(
         miner_margin: M >= 0, the miner's margin (PML's default 0.2).
         margin, swap, smooth_loss, normalize_embeddings, power, reducer: as
             :func:`triplet_margin_loss`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -738,17 +753,17 @@ def triplet_margin_miner_loss(
     return _miner_fwd(
         embeddings, labels, type_of_triplets=type_of_triplets, miner_margin=miner_margin,
         margin=margin, swap=swap, smooth_loss=smooth_loss,
-        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer,
+        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer, check=check
     )[0]
 
 
 def _semihard_fwd(embeddings, labels, *, miner_margin=0.2, margin=0.05, swap=False,
                   smooth_loss=False, normalize_embeddings=True, power=1.0,
-                  reducer="avg_non_zero"):
+                  reducer="avg_non_zero", check=True):
     return _miner_fwd(
         embeddings, labels, type_of_triplets="semihard", miner_margin=miner_margin,
         margin=margin, swap=swap, smooth_loss=smooth_loss,
-        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer,
+        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer, check=check,
     )
 
 
@@ -785,6 +800,7 @@ def semihard_triplet_margin_loss(
     normalize_embeddings: bool = True,
     power: float = 1.0,
     reducer: str = "avg_non_zero",
+    check: bool = True,
 ) -> Any:
     r"""PML's ``TripletMarginLoss()`` on ``TripletMarginMiner(type_of_triplets="semihard")``.
 
@@ -819,6 +835,8 @@ def semihard_triplet_margin_loss(
         miner_margin: M >= 0 (PML's TripletMarginMiner default 0.2).
         margin, swap, smooth_loss, normalize_embeddings, power, reducer: as
             :func:`triplet_margin_loss`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -831,7 +849,7 @@ def semihard_triplet_margin_loss(
     return _semihard_fwd(
         embeddings, labels, miner_margin=miner_margin, margin=margin, swap=swap,
         smooth_loss=smooth_loss, normalize_embeddings=normalize_embeddings, power=power,
-        reducer=reducer,
+        reducer=reducer, check=check
     )[0]
 
 
@@ -840,17 +858,21 @@ def semihard_triplet_margin_loss(
 
 
 def _batch_hard_fwd(embeddings, labels, *, margin=0.05, swap=False, smooth_loss=False,
-                    normalize_embeddings=True, power=1.0, reducer="avg_non_zero"):
+                    normalize_embeddings=True, power=1.0, reducer="avg_non_zero", check=True):
+    check = _checks.check_flag("check", check)
     xp, labels = _check_batch(embeddings, labels)
     margin = _check_triplet_options(margin, swap, smooth_loss, reducer)
     power = _check_distance(normalize_embeddings, power)
-    _checks.check_finite(xp, "embeddings", embeddings)
+    fetch = _checks.Fetch(xp, check=check)
+    fetch.finite("embeddings", embeddings)
     dtype = embeddings.dtype
     x = xp.astype(embeddings, _checks.compute_dtype(xp, dtype))
     b = x.shape[0]
     if b == 0:
+        fetch.done()
         return _empty(xp, x, dtype)
-    d, eres = _embed_forward(xp, x, normalize_embeddings, power)
+    d, eres = _embed_forward(xp, x, normalize_embeddings, power, fetch)
+    fetch.done()
     # BatchEasyHardMiner(hard, hard): argmax over positives, argmin over
     # negatives (first index on ties, as torch.max/min(dim=1)); anchors
     # lacking either are dropped
@@ -918,6 +940,7 @@ def batch_hard_triplet_margin_loss(
     normalize_embeddings: bool = True,
     power: float = 1.0,
     reducer: str = "avg_non_zero",
+    check: bool = True,
 ) -> Any:
     r"""PML's ``TripletMarginLoss()(embeddings, labels, BatchHardMiner()(embeddings, labels))``.
 
@@ -956,6 +979,8 @@ def batch_hard_triplet_margin_loss(
         labels: ``[B]`` integer class labels.
         margin, swap, smooth_loss, normalize_embeddings, power, reducer: as
             :func:`triplet_margin_loss`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -968,7 +993,7 @@ def batch_hard_triplet_margin_loss(
     """
     return _batch_hard_fwd(
         embeddings, labels, margin=margin, swap=swap, smooth_loss=smooth_loss,
-        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer,
+        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer, check=check
     )[0]
 
 
@@ -977,18 +1002,22 @@ def batch_hard_triplet_margin_loss(
 
 
 def _contrastive_fwd(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
-                     normalize_embeddings=True, power=1.0, reducer="avg_non_zero"):
+                     normalize_embeddings=True, power=1.0, reducer="avg_non_zero", check=True):
+    check = _checks.check_flag("check", check)
     xp, labels = _check_batch(embeddings, labels)
     pos_margin = _checks.check_margin("pos_margin", pos_margin)
     neg_margin = _checks.check_margin("neg_margin", neg_margin)
     _checks.check_choice("reducer", reducer, REDUCERS)
     power = _check_distance(normalize_embeddings, power)
-    _checks.check_finite(xp, "embeddings", embeddings)
+    fetch = _checks.Fetch(xp, check=check)
+    fetch.finite("embeddings", embeddings)
     dtype = embeddings.dtype
     x = xp.astype(embeddings, _checks.compute_dtype(xp, dtype))
     if x.shape[0] == 0:
+        fetch.done()
         return _empty(xp, x, dtype)
-    d, eres = _embed_forward(xp, x, normalize_embeddings, power)
+    d, eres = _embed_forward(xp, x, normalize_embeddings, power, fetch)
+    fetch.done()
     pos, neg, _ = label_masks(xp, labels, d)
     # ContrastiveLoss.pos_calc / neg_calc: relu(d - pos_margin), relu(neg_margin - d)
     pos_terms = xp.reshape(xp.where(pos, _relu(xp, d - pos_margin), 0.0), (-1,))
@@ -1042,6 +1071,7 @@ def contrastive_loss(
     normalize_embeddings: bool = True,
     power: float = 1.0,
     reducer: str = "avg_non_zero",
+    check: bool = True,
 ) -> Any:
     r"""PML's ``ContrastiveLoss(pos_margin, neg_margin)(embeddings, labels)``.
 
@@ -1086,6 +1116,8 @@ def contrastive_loss(
         pos_margin: :math:`m_+ \ge 0` (default 0).
         neg_margin: :math:`m_- \ge 0` (default 1).
         normalize_embeddings, power, reducer: as :func:`triplet_margin_loss`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -1098,5 +1130,5 @@ def contrastive_loss(
     """
     return _contrastive_fwd(
         embeddings, labels, pos_margin=pos_margin, neg_margin=neg_margin,
-        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer,
+        normalize_embeddings=normalize_embeddings, power=power, reducer=reducer, check=check
     )[0]

@@ -42,10 +42,10 @@ SOURCE = (
 # triplet_semihard_loss
 
 
-def _semihard_fwd(labels, embeddings, margin=1.0, *, reproduce_nan=True):
+def _semihard_fwd(labels, embeddings, margin=1.0, *, reproduce_nan=True, check=True):
     xp, labels_1d, margin = tfa.check_triplet_input(
         labels, embeddings, margin, "squared-L2", names=("labels", "embeddings"),
-        column_ok=False,
+        column_ok=False, check=check,
     )
     check_bool("reproduce_nan", reproduce_nan)
     value, res = tfa.semihard_loss_fwd(
@@ -81,7 +81,8 @@ def _semihard_bwd(residuals, g):
 )
 @defvjp(_semihard_fwd, _semihard_bwd)
 def triplet_semihard_loss(
-    labels: Any, embeddings: Any, margin: float = 1.0, *, reproduce_nan: bool = True
+    labels: Any, embeddings: Any, margin: float = 1.0, *, reproduce_nan: bool = True,
+    check: bool = True,
 ) -> Any:
     r"""tf.contrib's ``triplet_semihard_loss(labels, embeddings, margin=1.0)``.
 
@@ -115,6 +116,8 @@ def triplet_semihard_loss(
         embeddings: ``[B, D]`` floating embeddings.
         margin: the margin, in squared-distance units (default 1.0).
         reproduce_nan: keep the NaN of a batch without positive pairs.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings``.
@@ -125,7 +128,7 @@ def triplet_semihard_loss(
         (``triplet_semihard_loss``, ``masked_minimum``, ``masked_maximum``,
         ``pairwise_distance``).
     """
-    return _semihard_fwd(labels, embeddings, margin, reproduce_nan=reproduce_nan)[0]
+    return _semihard_fwd(labels, embeddings, margin, reproduce_nan=reproduce_nan, check=check)[0]
 
 
 # --------------------------------------------------------------------------
@@ -133,11 +136,12 @@ def triplet_semihard_loss(
 
 
 def _contrastive_fwd(labels, embeddings_anchor, embeddings_positive, margin=1.0, *,
-                     reproduce_nan=True):
+                     reproduce_nan=True, check=True):
     xp = _checks.namespace(
         labels=labels, embeddings_anchor=embeddings_anchor,
         embeddings_positive=embeddings_positive,
     )
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     tfa.check_embeddings(xp, "embeddings_anchor", embeddings_anchor)
     tfa.check_embeddings(xp, "embeddings_positive", embeddings_positive)
     a, p = embeddings_anchor, embeddings_positive
@@ -151,11 +155,13 @@ def _contrastive_fwd(labels, embeddings_anchor, embeddings_positive, margin=1.0,
             f"embeddings_positive: expected the dtype of embeddings_anchor ({a.dtype}), "
             f"got {p.dtype}"
         )
-    tfa.pair_labels(xp, "labels", labels, (a.shape[0],), "one per row of embeddings_anchor")
+    tfa.pair_labels(xp, "labels", labels, (a.shape[0],), "one per row of embeddings_anchor",
+                    fetch)
     margin = _checks.check_margin("margin", margin)
     check_bool("reproduce_nan", reproduce_nan)
-    _checks.check_finite(xp, "embeddings_anchor", a)
-    _checks.check_finite(xp, "embeddings_positive", p)
+    fetch.finite("embeddings_anchor", a)
+    fetch.finite("embeddings_positive", p)
+    fetch.done()
 
     dtype = a.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -206,6 +212,7 @@ def contrastive_loss(
     margin: float = 1.0,
     *,
     reproduce_nan: bool = True,
+    check: bool = True,
 ) -> Any:
     r"""tf.contrib's ``contrastive_loss(labels, embeddings_anchor, embeddings_positive, margin)``.
 
@@ -239,6 +246,8 @@ def contrastive_loss(
         embeddings_positive: ``[B, D]`` floating embeddings, same dtype.
         margin: the margin (default 1.0).
         reproduce_nan: keep the NaN gradient at :math:`d = 0`.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``embeddings_anchor``.
@@ -249,5 +258,6 @@ def contrastive_loss(
         (``contrastive_loss``).
     """
     return _contrastive_fwd(
-        labels, embeddings_anchor, embeddings_positive, margin, reproduce_nan=reproduce_nan
+        labels, embeddings_anchor, embeddings_positive, margin, reproduce_nan=reproduce_nan,
+        check=check,
     )[0]

@@ -49,7 +49,8 @@ _TUTORIAL = (
 # running mean from sums / cts variables
 
 
-def _check_running(sums, cts, x, labels):
+def _check_running(sums, cts, x, labels, check):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
     xp = _checks.namespace(sums=sums, cts=cts, x=x, labels=labels)
     _checks.check_float(xp, "sums", sums)
     _checks.check_rank("sums", sums, 2, "a 2-D array (nclass, ndims)")
@@ -71,19 +72,26 @@ def _check_running(sums, cts, x, labels):
     labels = _checks.check_labels(xp, "labels", labels, x.shape[0], "x")
     if sums.shape[0] < 1:
         raise ValueError("sums: expected at least one class (row), got 0")
-    _checks.check_finite(xp, "sums", sums)
+    fetch.xp = xp
+    fetch.finite("sums", sums)
     if xp.isdtype(cts.dtype, "real floating"):
-        _checks.check_finite(xp, "cts", cts)
-    negative = xp.any(cts < 0) if cts.shape[0] else False
-    if not _checks.is_traced(negative) and bool(negative):
-        raise ValueError("cts: expected non-negative counts, got a negative one")
-    _checks.check_finite(xp, "x", x)
-    _checks.check_label_range(xp, "labels", labels, sums.shape[0])
+        fetch.finite("cts", cts)
+    if cts.shape[0]:
+        fetch.require(lambda: ~xp.any(cts < 0), lambda: _check_not_negative(xp, cts))
+    fetch.finite("x", x)
+    fetch.label_range("labels", labels, sums.shape[0])
+    fetch.done()
     return xp, labels
 
 
-def _running_fwd(sums, cts, x, labels):
-    xp, labels = _check_running(sums, cts, x, labels)
+def _check_not_negative(xp, cts):
+    negative = xp.any(cts < 0)
+    if not _checks.is_traced(negative) and bool(negative):
+        raise ValueError("cts: expected non-negative counts, got a negative one")
+
+
+def _running_fwd(sums, cts, x, labels, *, check=True):
+    xp, labels = _check_running(sums, cts, x, labels, check)
     num_classes = sums.shape[0]
     dtype = sums.dtype
     cdt = _checks.compute_dtype(xp, dtype)
@@ -127,7 +135,9 @@ def _running_bwd(residuals, g):
     )
 )
 @defvjp(_running_fwd, _running_bwd)
-def running_mean_update(sums: Any, cts: Any, x: Any, labels: Any) -> tuple[Any, Any, Any]:
+def running_mean_update(
+    sums: Any, cts: Any, x: Any, labels: Any, *, check: bool = True
+) -> tuple[Any, Any, Any]:
     r"""One step of the ``sums`` / ``cts`` running-mean snippet.
 
     .. math::
@@ -163,6 +173,9 @@ def running_mean_update(sums: Any, cts: Any, x: Any, labels: Any) -> tuple[Any, 
         cts: ``[C]`` non-negative counts, integer or floating (``center/cts``).
         x: ``[B, D]`` embeddings, dtype of ``sums``.
         labels: ``[B]`` integer labels in ``[0, C)``.
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         ``(new_sums, new_cts, centers)`` in the namespace and device of the
@@ -173,18 +186,20 @@ def running_mean_update(sums: Any, cts: Any, x: Any, labels: Any) -> tuple[Any, 
         Averages of Labeled Embeddings", the answer defining ``get_new_centers``
         (copy in the project's ``sources/center-loss-running-averages-qa.txt``).
     """
-    return _running_fwd(sums, cts, x, labels)[0]
+    return _running_fwd(sums, cts, x, labels, check=check)[0]
 
 
 # --------------------------------------------------------------------------
 # the tutorial: unique_with_counts update and l2_loss
 
 
-def _uwc_fwd(centers, x, labels, alpha):
-    xp, labels = _check_batch(x, labels, centers)
+def _uwc_fwd(centers, x, labels, alpha, *, check=True):
+    fetch = _checks.Fetch(None, check=_checks.check_flag("check", check))
+    xp, labels = _check_batch(x, labels, centers, fetch=fetch)
     alpha = _checks.check_alpha(alpha)
     num_classes = centers.shape[0]
-    _checks.check_label_range(xp, "labels", labels, num_classes)
+    fetch.label_range("labels", labels, num_classes)
+    fetch.done()
     dtype = centers.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     cc, xc = xp.astype(centers, cdt), xp.astype(x, cdt)
@@ -226,7 +241,9 @@ def _uwc_bwd(residuals, g):
     )
 )
 @defvjp(_uwc_fwd, _uwc_bwd)
-def unique_with_counts_update(centers: Any, x: Any, labels: Any, alpha: float) -> Any:
+def unique_with_counts_update(
+    centers: Any, x: Any, labels: Any, alpha: float, *, check: bool = True
+) -> Any:
     r"""The tutorial's ``centers_update_op``: new centers after one batch.
 
     .. math::
@@ -258,6 +275,9 @@ def unique_with_counts_update(centers: Any, x: Any, labels: Any, alpha: float) -
         x: ``[B, D]`` features, dtype of ``centers``.
         labels: ``[B]`` integer labels in ``[0, C)``.
         alpha: in [0, 1].
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         ``[C, D]`` new centers in the namespace, device and dtype of ``centers``.
@@ -268,11 +288,11 @@ def unique_with_counts_update(centers: Any, x: Any, labels: Any, alpha: float) -
         ``centers_update_op`` (copy in the project's
         ``sources/center-loss-tensorflow-tutorial.txt``).
     """
-    return _uwc_fwd(centers, x, labels, alpha)[0]
+    return _uwc_fwd(centers, x, labels, alpha, check=check)[0]
 
 
-def _l2_fwd(x, labels, centers):
-    return _center_loss_fwd(x, labels, centers, reduction="sum")
+def _l2_fwd(x, labels, centers, *, check=True):
+    return _center_loss_fwd(x, labels, centers, reduction="sum", check=check)
 
 
 @preset(
@@ -289,7 +309,7 @@ def _l2_fwd(x, labels, centers):
     )
 )
 @defvjp(_l2_fwd, _center_loss_bwd)
-def center_loss(x: Any, labels: Any, centers: Any) -> Any:
+def center_loss(x: Any, labels: Any, centers: Any, *, check: bool = True) -> Any:
     r"""The tutorial's loss, ``tf.nn.l2_loss(features - centers_batch)``.
 
     .. math::
@@ -312,6 +332,9 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         x: ``[B, D]`` floating features.
         labels: ``[B]`` integer labels in ``[0, C)``.
         centers: ``[C, D]`` centers, dtype of ``x``.
+        check: check the values (finite inputs, labels in range) in one read
+            (default True); ``check=False`` reads nothing (docs/errors.md,
+            "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``x``.
@@ -320,4 +343,4 @@ def center_loss(x: Any, labels: Any, centers: Any) -> Any:
         TensorFlow tutorial "implement center loss using tensorflow",
         ``center_loss(features, labels, alpha=0.0)`` (its ``loss``).
     """
-    return _l2_fwd(x, labels, centers)[0]
+    return _l2_fwd(x, labels, centers, check=check)[0]

@@ -85,9 +85,10 @@ def label_vector(xp: Any, name: str, labels: Any, rows: int, rows_of: str, *,
     return _checks.as_index(xp, name, labels)
 
 
-def pair_labels(xp: Any, name: str, labels: Any, shape: tuple, why: str) -> None:
+def pair_labels(xp: Any, name: str, labels: Any, shape: tuple, why: str,
+                fetch: Any = None) -> None:
     """Pair labels (TensorFlow casts them to float): integer, bool or floating,
-    one per pair."""
+    one per pair; floating ones finite (queued in ``fetch`` when given)."""
     ok = (labels.dtype == xp.bool or xp.isdtype(labels.dtype, "integral")
           or xp.isdtype(labels.dtype, "real floating"))
     if not ok:
@@ -100,7 +101,10 @@ def pair_labels(xp: Any, name: str, labels: Any, shape: tuple, why: str) -> None
             f"got {tuple(labels.shape)}"
         )
     if xp.isdtype(labels.dtype, "real floating"):
-        _checks.check_finite(xp, name, labels)
+        if fetch is None:
+            _checks.check_finite(xp, name, labels)
+        else:
+            fetch.finite(name, labels)
 
 
 def is_float(xp: Any, a: Any) -> bool:
@@ -368,11 +372,13 @@ def empty_grad(xp: Any, x: Any) -> Any:
 # pairwise_distance
 
 
-def _pairwise_fwd(feature, squared=False):
+def _pairwise_fwd(feature, squared=False, *, check=True):
     xp = _checks.namespace(feature=feature)
     check_embeddings(xp, "feature", feature)
     check_bool("squared", squared)
-    _checks.check_finite(xp, "feature", feature)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("feature", feature)
+    fetch.done()
     dtype = feature.dtype
     xc = xp.astype(feature, _checks.compute_dtype(xp, dtype))
     d, res = _gemm_forward(xp, xc, squared)
@@ -401,7 +407,7 @@ def _pairwise_bwd(residuals, g):
     )
 )
 @defvjp(_pairwise_fwd, _pairwise_bwd)
-def pairwise_distance(feature: Any, squared: bool = False) -> Any:
+def pairwise_distance(feature: Any, squared: bool = False, *, check: bool = True) -> Any:
     r"""TFA's ``metric_learning.pairwise_distance(feature, squared=False)``.
 
     .. math::
@@ -431,6 +437,8 @@ def pairwise_distance(feature: Any, squared: bool = False) -> Any:
     Args:
         feature: ``[B, D]`` floating array.
         squared: return squared distances.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         ``[B, B]`` array in the namespace, device and dtype of ``feature``.
@@ -440,7 +448,7 @@ def pairwise_distance(feature: Any, squared: bool = False) -> Any:
         (``pairwise_distance``); tf.contrib's ``metric_loss_ops.pairwise_distance``
         is the same code.
     """
-    return _pairwise_fwd(feature, squared)[0]
+    return _pairwise_fwd(feature, squared, check=check)[0]
 
 
 # --------------------------------------------------------------------------
@@ -448,20 +456,25 @@ def pairwise_distance(feature: Any, squared: bool = False) -> Any:
 
 
 def check_triplet_input(y_true, y_pred, margin, distance_metric, *, names=("y_true", "y_pred"),
-                        column_ok=True):
-    """Validate (labels, embeddings, margin, metric); returns (xp, labels, margin)."""
+                        column_ok=True, check=True):
+    """Validate (labels, embeddings, margin, metric); returns (xp, labels, margin).
+    The value check (finite embeddings) is one read, none with ``check=False``."""
     ln, en = names
     xp = _checks.namespace(**{ln: y_true, en: y_pred})
     check_embeddings(xp, en, y_pred)
     labels = label_vector(xp, ln, y_true, y_pred.shape[0], en, column_ok=column_ok)
     margin = _checks.check_margin("margin", margin)
     _checks.check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
-    _checks.check_finite(xp, en, y_pred)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite(en, y_pred)
+    fetch.done()
     return xp, labels, margin
 
 
-def _semihard_fwd(y_true, y_pred, margin=1.0, distance_metric="L2", *, reproduce_nan=True):
-    xp, labels, margin = check_triplet_input(y_true, y_pred, margin, distance_metric)
+def _semihard_fwd(y_true, y_pred, margin=1.0, distance_metric="L2", *, reproduce_nan=True,
+                  check=True):
+    xp, labels, margin = check_triplet_input(y_true, y_pred, margin, distance_metric,
+                                             check=check)
     check_bool("reproduce_nan", reproduce_nan)
     value, res = semihard_loss_fwd(xp, y_pred, labels, margin, distance_metric, reproduce_nan)
     return value, (res, y_pred)
@@ -501,6 +514,7 @@ def triplet_semihard_loss(
     distance_metric: str = "L2",
     *,
     reproduce_nan: bool = True,
+    check: bool = True,
 ) -> Any:
     r"""TFA's ``triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2")``.
 
@@ -561,6 +575,8 @@ def triplet_semihard_loss(
         margin: the margin (default 1.0).
         distance_metric: ``"L2"`` (default), ``"squared-L2"`` or ``"angular"``.
         reproduce_nan: keep TFA's NaN for a batch without positive pairs.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``y_pred``.
@@ -570,7 +586,7 @@ def triplet_semihard_loss(
         (``triplet_semihard_loss``, ``_masked_minimum``, ``_masked_maximum``).
     """
     return _semihard_fwd(
-        y_true, y_pred, margin, distance_metric, reproduce_nan=reproduce_nan
+        y_true, y_pred, margin, distance_metric, reproduce_nan=reproduce_nan, check=check
     )[0]
 
 
@@ -595,8 +611,9 @@ def _naive_softplus(xp, z, reproduce_nan):
 
 
 def _hard_fwd(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2", *,
-              reproduce_nan=True):
-    xp, labels, margin = check_triplet_input(y_true, y_pred, margin, distance_metric)
+              reproduce_nan=True, check=True):
+    xp, labels, margin = check_triplet_input(y_true, y_pred, margin, distance_metric,
+                                             check=check)
     check_bool("soft", soft)
     check_bool("reproduce_nan", reproduce_nan)
     dtype = y_pred.dtype
@@ -655,6 +672,7 @@ def triplet_hard_loss(
     distance_metric: str = "L2",
     *,
     reproduce_nan: bool = True,
+    check: bool = True,
 ) -> Any:
     r"""TFA's ``triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2")``.
 
@@ -696,6 +714,8 @@ def triplet_hard_loss(
         soft: soft margin instead of the hinge.
         distance_metric: ``"L2"`` (default), ``"squared-L2"`` or ``"angular"``.
         reproduce_nan: keep the naive soft margin's overflow.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array in the namespace, device and dtype of ``y_pred``.
@@ -705,7 +725,7 @@ def triplet_hard_loss(
         (``triplet_hard_loss``).
     """
     return _hard_fwd(
-        y_true, y_pred, margin, soft, distance_metric, reproduce_nan=reproduce_nan
+        y_true, y_pred, margin, soft, distance_metric, reproduce_nan=reproduce_nan, check=check
     )[0]
 
 
@@ -713,12 +733,14 @@ def triplet_hard_loss(
 # contrastive_loss
 
 
-def _contrastive_fwd(y_true, y_pred, margin=1.0):
+def _contrastive_fwd(y_true, y_pred, margin=1.0, *, check=True):
     xp = _checks.namespace(y_true=y_true, y_pred=y_pred)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     _checks.check_float(xp, "y_pred", y_pred)
-    pair_labels(xp, "y_true", y_true, tuple(y_pred.shape), "the shape of y_pred")
+    pair_labels(xp, "y_true", y_true, tuple(y_pred.shape), "the shape of y_pred", fetch)
     margin = _checks.check_margin("margin", margin)
-    _checks.check_finite(xp, "y_pred", y_pred)
+    fetch.finite("y_pred", y_pred)
+    fetch.done()
     dtype = y_pred.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     d = xp.astype(y_pred, cdt)
@@ -751,7 +773,7 @@ def _contrastive_bwd(residuals, g):
     )
 )
 @defvjp(_contrastive_fwd, _contrastive_bwd)
-def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
+def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0, *, check: bool = True) -> Any:
     r"""TFA's ``contrastive_loss(y_true, y_pred, margin=1.0)``: one term per pair.
 
     .. math:: l_i = y_i\,d_i^2 + (1 - y_i)\,[m - d_i]_+^2
@@ -779,6 +801,8 @@ def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
         y_true: labels (integer, boolean or floating), shape of ``y_pred``.
         y_pred: floating distances, e.g. ``[B]``.
         margin: the margin (default 1.0).
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         An array shaped like ``y_pred``, in its namespace, device and dtype.
@@ -787,4 +811,4 @@ def contrastive_loss(y_true: Any, y_pred: Any, margin: float = 1.0) -> Any:
         tensorflow/addons @ d208d75, ``tensorflow_addons/losses/contrastive.py``
         (``contrastive_loss``).
     """
-    return _contrastive_fwd(y_true, y_pred, margin)[0]
+    return _contrastive_fwd(y_true, y_pred, margin, check=check)[0]

@@ -22,6 +22,7 @@ three ``[N, D]`` arrays); there are no labels and no mining.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -81,9 +82,12 @@ def _check_rows(names, arrays):
     return xp
 
 
-def _check_finite(xp, names, arrays):
+def _check_finite(xp, names, arrays, check):
+    """The arrays finite: one read for all, none with ``check=False``."""
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
     for name, a in zip(names, arrays):
-        _checks.check_finite(xp, name, a)
+        fetch.finite(name, a)
+    fetch.done()
 
 
 # --------------------------------------------------------------------------
@@ -124,12 +128,12 @@ def distance_backward(xp, residuals, g):
     return gv, -gv
 
 
-def _pairwise_fwd(x1, x2, *, p=2.0, eps=1e-6):
+def _pairwise_fwd(x1, x2, *, p=2.0, eps=1e-6, check=True):
     names = ("x1", "x2")
     xp = _check_rows(names, (x1, x2))
     p = _check_p(p)
     eps = _real("eps", eps)
-    _check_finite(xp, names, (x1, x2))
+    _check_finite(xp, names, (x1, x2), check)
     dtype = x1.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     d, res = distance_forward(xp, xp.astype(x1, cdt), xp.astype(x2, cdt), p, eps)
@@ -161,7 +165,9 @@ def _pairwise_bwd(residuals, g):
     )
 )
 @defvjp(_pairwise_fwd, _pairwise_bwd)
-def pairwise_distance(x1: Any, x2: Any, *, p: float = 2.0, eps: float = 1e-6) -> Any:
+def pairwise_distance(
+    x1: Any, x2: Any, *, p: float = 2.0, eps: float = 1e-6, check: bool = True
+) -> Any:
     r"""``torch.nn.functional.pairwise_distance(x1, x2, p, eps)``.
 
     .. math:: d_i = \lVert x1_i - x2_i + \varepsilon\mathbf 1\rVert_p
@@ -188,6 +194,8 @@ def pairwise_distance(x1: Any, x2: Any, *, p: float = 2.0, eps: float = 1e-6) ->
         x1, x2: ``[N, D]`` floating arrays of one dtype.
         p: the norm order, a finite number >= 1 (default 2).
         eps: added to each component of x1 − x2 (default 1e-6).
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         ``[N]`` array in the namespace, device and dtype of ``x1``.
@@ -196,7 +204,7 @@ def pairwise_distance(x1: Any, x2: Any, *, p: float = 2.0, eps: float = 1e-6) ->
         pytorch/pytorch, ``aten/src/ATen/native/Distance.cpp``
         (``pairwise_distance``: ``at::norm(x1 - x2 + eps, p, innermost_dim)``).
     """
-    return _pairwise_fwd(x1, x2, p=p, eps=eps)[0]
+    return _pairwise_fwd(x1, x2, p=p, eps=eps, check=check)[0]
 
 
 # --------------------------------------------------------------------------
@@ -244,13 +252,13 @@ _TRIPLET_NAMES = ("anchor", "positive", "negative")
 
 
 def _triplet_fwd(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
-                 reduction="mean"):
+                 reduction="mean", check=True):
     arrays = (anchor, positive, negative)
     xp = _check_rows(_TRIPLET_NAMES, arrays)
     margin = _check_loss_options(margin, swap, reduction)
     p = _check_p(p)
     eps = _real("eps", eps)
-    _check_finite(xp, _TRIPLET_NAMES, arrays)
+    _check_finite(xp, _TRIPLET_NAMES, arrays, check)
     dtype = anchor.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     a, pos, neg = (xp.astype(v, cdt) for v in arrays)
@@ -301,6 +309,7 @@ def triplet_margin_loss(
     eps: float = 1e-6,
     swap: bool = False,
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""``torch.nn.functional.triplet_margin_loss(anchor, positive, negative, ...)``.
 
@@ -339,6 +348,8 @@ def triplet_margin_loss(
         eps: added to each component of the differences (default 1e-6).
         swap: the distance swap of Balntas et al. 2016.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the ``[N]`` terms).
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array (``[N]`` for ``"none"``) in the namespace, device and
@@ -350,7 +361,7 @@ def triplet_margin_loss(
         ``torch/nn/functional.py`` (``triplet_margin_loss``: the margin check).
     """
     return _triplet_fwd(anchor, positive, negative, margin=margin, p=p, eps=eps, swap=swap,
-                        reduction=reduction)[0]
+                        reduction=reduction, check=check)[0]
 
 
 # --------------------------------------------------------------------------
@@ -360,7 +371,7 @@ def triplet_margin_loss(
 def _distance_rule(distance_function):
     """``(fn, args, kwargs)`` to call through :func:`refloss.vjp`, or TypeError."""
     if distance_function is None:
-        return pairwise_distance, (), {}
+        return pairwise_distance, (), {"check": False}
     fn, args, kwargs = distance_function, (), {}
     if isinstance(fn, functools.partial):
         fn, args, kwargs = fn.func, fn.args, dict(fn.keywords)
@@ -370,6 +381,10 @@ def _distance_rule(distance_function):
             f"(e.g. refloss.paired_distances, refloss.compat.torch_nn.pairwise_distance, or "
             f"a functools.partial of one), got {distance_function!r}"
         )
+    # the rows it gets were checked by the loss (or checks are off), and the
+    # cotangents its pullback gets are the loss's own: nothing to read again
+    if "check" not in kwargs and "check" in inspect.signature(fn).parameters:
+        kwargs["check"] = False
     return fn, args, kwargs
 
 
@@ -396,12 +411,12 @@ def _pull(xp, dres, w):
 
 
 def _with_distance_fwd(anchor, positive, negative, *, distance_function=None, margin=1.0,
-                       swap=False, reduction="mean"):
+                       swap=False, reduction="mean", check=True):
     arrays = (anchor, positive, negative)
     xp = _check_rows(_TRIPLET_NAMES, arrays)
     margin = _check_loss_options(margin, swap, reduction)
     rule = _distance_rule(distance_function)
-    _check_finite(xp, _TRIPLET_NAMES, arrays)
+    _check_finite(xp, _TRIPLET_NAMES, arrays, check)
     dtype = anchor.dtype
     cdt = _checks.compute_dtype(xp, dtype)
     rows = anchor.shape[0]
@@ -458,6 +473,7 @@ def triplet_margin_with_distance_loss(
     margin: float = 1.0,
     swap: bool = False,
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""``torch.nn.functional.triplet_margin_with_distance_loss(anchor, positive, negative, ...)``.
 
@@ -493,6 +509,8 @@ def triplet_margin_with_distance_loss(
         margin: m > 0 (default 1.0).
         swap: the distance swap.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array (``[N]`` for ``"none"``) in the namespace, device and
@@ -503,4 +521,4 @@ def triplet_margin_with_distance_loss(
         (``triplet_margin_with_distance_loss``).
     """
     return _with_distance_fwd(anchor, positive, negative, distance_function=distance_function,
-                              margin=margin, swap=swap, reduction=reduction)[0]
+                              margin=margin, swap=swap, reduction=reduction, check=check)[0]

@@ -56,14 +56,16 @@ def _check_margin(margin):
     )
 
 
-def _check(embeddings, pids, margin, metric, reduction):
+def _check(embeddings, pids, margin, metric, reduction, check):
     xp = _checks.namespace(embeddings=embeddings, pids=pids)
     tfa.check_embeddings(xp, "embeddings", embeddings)
     pids = _checks.check_labels(xp, "pids", pids, embeddings.shape[0], "embeddings")
     margin = _check_margin(margin)
     _checks.check_choice("metric", metric, METRICS)
     _checks.check_choice("reduction", reduction, REDUCTIONS)
-    _checks.check_finite(xp, "embeddings", embeddings)
+    fetch = _checks.Fetch(xp, check=_checks.check_flag("check", check))
+    fetch.finite("embeddings", embeddings)
+    fetch.done()
     return xp, margin, pids
 
 
@@ -121,8 +123,8 @@ def _cdist_backward(xp, state, d, g):
 # batch_hard
 
 
-def _fwd(embeddings, pids, margin="soft", *, metric="euclidean", reduction="mean"):
-    xp, margin, pids = _check(embeddings, pids, margin, metric, reduction)
+def _fwd(embeddings, pids, margin="soft", *, metric="euclidean", reduction="mean", check=True):
+    xp, margin, pids = _check(embeddings, pids, margin, metric, reduction, check)
     dtype = embeddings.dtype
     b = embeddings.shape[0]
     if b == 0:
@@ -198,6 +200,7 @@ def batch_hard(
     *,
     metric: str = "euclidean",
     reduction: str = "mean",
+    check: bool = True,
 ) -> Any:
     r"""Hermans et al.'s ``batch_hard(cdist(embeddings, embeddings, metric), pids, margin)``.
 
@@ -247,6 +250,8 @@ def batch_hard(
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cityblock"``.
         reduction: ``"mean"`` (default, ``train.py``) or ``"none"`` (``batch_hard``'s
             per-anchor losses).
+        check: check the values (finite inputs) in one read (default
+            True); ``check=False`` reads nothing (docs/errors.md, "Checks and syncs").
 
     Returns:
         A 0-d array (``[B]`` for ``"none"``) in the namespace, device and dtype
@@ -258,4 +263,4 @@ def batch_hard(
         Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person
         Re-Identification. arXiv:1703.07737, 2017.
     """
-    return _fwd(embeddings, pids, margin, metric=metric, reduction=reduction)[0]
+    return _fwd(embeddings, pids, margin, metric=metric, reduction=reduction, check=check)[0]
