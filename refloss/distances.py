@@ -28,6 +28,9 @@ Conventions:
 * every scale of the dtype: euclidean and cosine distances are right to a
   few ulps for every finite input; squared distances where the true value is
   representable, inf past the largest float;
+* with ``check=False`` on a library where a read waits for the device,
+  the exact recomputation has a static capacity (:func:`_refine_static`)
+  and copies get their 0 from the copy search: no read at all;
 * the matrix form divides all rows by one power of two (no square
   overflows or underflows), runs one GEMM on the mean-centred rows
   (distances do not change under translation, and centring removes the
@@ -108,18 +111,26 @@ def _validate_pair_inputs(a, b, metric, a_name, b_name, same_rows, check=True):
 class _Exact(NamedTuple):
     """The entries of a distance matrix computed exactly, for the backward."""
 
-    flag: Any  # (B, B') bool
+    flag: Any  # (B, B') bool: the entries computed exactly
     rows: Any  # row-major nonzero(flag), or None on the dense path
     cols: Any
     row_starts: Any  # (B + 1,) cumulative count of flags per row
+    valid: Any = None  # static path: (K,) which of the K slots hold an entry
+    chunk: int = 0  # entries per chunk of the exact gradients (0: the default)
+    refined: Any = None  # static path: the recomputed part of ``flag`` (the
+    # rest are copies: exactly 0, gradient 0)
 
 
 def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     """``(D, residuals)`` with D[i, j] = d(x_i, y_j); ``y is None`` means x.
 
     ``fetch`` is the call's :class:`~refloss._checks.Fetch`: the sizes read
-    here (exactly recomputed entries, repeated rows) join its one read.
+    here (exactly recomputed entries, repeated rows) join its one read. With
+    a fetch of ``check=False`` on a library where a read waits for the
+    device, nothing is read: the sizes are static (:func:`_refine_static`,
+    copies found without the clash read).
     """
+    static = _static_sizes(xp, fetch)
     if fetch is None:
         fetch = _checks.Fetch(xp, check=False)
     self_pairs = y is None
@@ -134,10 +145,13 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
             eye = _eye(xp, x.shape[0], x)
             d = xp.where(eye & xres[2][:, None], 0.0, d)
             flag = flag & ~eye
-        cx = _copy_search(xp, xhat, xhat, fetch, "copies x")
-        cy = cx if self_pairs else _copy_search(xp, yhat, yhat, fetch, "copies y")
-        d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap, fetch)
-        d = _canonical(xp, d, cx, cy, fetch)
+        search = _copy_search(xp, xhat, None if self_pairs else yhat, None, fetch, static)
+        copies = None
+        if static:  # copies are 0 by their group (a zero row stays at 1)
+            copies = _copy_finish(xp, search, fetch)
+            d, flag, _ = _zero_copies(xp, d, flag, copies, xres[2])
+        d, _ = _refine(xp, d, flag, xhat, yhat, _half_square_gap, fetch, static)
+        d = _canonical(xp, d, copies if static else _copy_finish(xp, search, fetch))
         # the gradient -G·ŷ has no cancellation: no exact part needed
         return d, (metric, self_pairs, d, xhat, yhat, xres, yres, None, None)
 
@@ -162,7 +176,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     # one B×B temporary at a time beside scale and d2 (peak memory)
     d2 = (-2.0 * xc) @ yc.T
     d2 = scale + d2
-    d2 = _ops.clip(xp, d2, 0.0, None)
+    if metric == "sqeuclidean":
+        d2 = _ops.clip(xp, d2, 0.0, None)
+    # (the euclidean sqrt below gives 0 for d2 <= 0: no clip, two B×B
+    # passes fewer, the same values; a negative d2 is flagged either way)
     # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
     # of rows so small against p that their squares reach the subnormal range
     # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
@@ -183,10 +200,13 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
         flag = flag | (d == float("inf"))
         exact_value = _pair_distance
     del d2
-    cx = _copy_search(xp, xs, x, fetch, "copies x")
-    cy = cx if self_pairs else _copy_search(xp, ys, y, fetch, "copies y")
-    d, exact = _refine(xp, d, flag, x, self_y, exact_value, fetch)
-    d = _canonical(xp, d, cx, cy, fetch)
+    search = _copy_search(xp, x, y, (xs, ys), fetch, static)
+    copies = zero = None
+    if static:  # copies are 0 by their group, outside the capacity
+        copies = _copy_finish(xp, search, fetch)
+        d, flag, zero = _zero_copies(xp, d, flag, copies, None)
+    d, exact = _refine(xp, d, flag, x, self_y, exact_value, fetch, static, zero)
+    d = _canonical(xp, d, copies if static else _copy_finish(xp, search, fetch))
     return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
 
 
@@ -288,28 +308,49 @@ def _pair_grad(xp, a, b, w, metric):
 # bit-identical rows tie exactly
 
 
-def _canonical(xp, d, cx, cy, fetch):
+class _Copies(NamedTuple):
+    """The outcome of a copy search (:func:`_copy_finish`)."""
+
+    fx: Any  # (B,) lowest-index copy within x of each row of x, or None (no copy)
+    fy: Any  # (B',) the same within y (``fx`` for y = x), or None
+    gx: Any  # (B,) group of each row of x: equal rows (of x and y) share one
+    gy: Any  # (B',)
+
+
+def _canonical(xp, d, copies):
     """``d`` with the rows and columns of every copy of a row taken from its
     lowest-index copy, so that bit-identical rows have bit-identical
     distances to every row (a GEMM may round the same dot product
     differently at two positions: tiles, vector widths).
 
-    ``cx``/``cy`` are the copy searches of the rows of x and y
-    (:func:`_copy_search`; ``cy is cx`` for y = x), finished here with the
-    fetch's read. The values are unchanged but for rounding;
+    ``copies`` is the finished copy search (:func:`_copy_finish`; None when
+    no row has a copy). The values are unchanged but for rounding;
     torch autograd through this forward still reaches the entry's own rows.
     """
-    fx = _copy_finish(xp, cx, fetch)
-    fy = fx if cy is cx else _copy_finish(xp, cy, fetch)
-    if fx is None and fy is None:
+    if copies is None or (copies.fx is None and copies.fy is None):
         return d
-    c = d if fx is None else xp.take(d, fx, axis=0)
-    c = c if fy is None else xp.take(c, fy, axis=1)
+    c = d if copies.fx is None else xp.take(d, copies.fx, axis=0)
+    c = c if copies.fy is None else xp.take(c, copies.fy, axis=1)
     if getattr(d, "requires_grad", False) and hasattr(d, "detach"):
         # torch autograd through the forward: the value of the canonical
         # copy, the derivative of the entry itself (its own rows)
         return c.detach() + (d - d.detach())
     return c
+
+
+def _zero_copies(xp, d, flag, copies, nonzero):
+    """``(d, flag)`` with the entries of equal rows (one group) set to
+    exactly 0 and left out of the exact recomputation (their exact value
+    is 0, their gradient 0 either way); ``nonzero`` (cosine) keeps a zero
+    row's distance 1."""
+    if copies is None:
+        return d, flag, None
+    same = copies.gx[:, None] == copies.gy[None, :]
+    if nonzero is not None:
+        same = same & nonzero[:, None]
+    # the flagged copies are differentiated as exact entries (gradient 0),
+    # as the read path's recomputation does; the diagonal of y = x is not
+    return xp.where(same, 0.0, d), flag & ~same, flag & same
 
 
 def _first_copies(xp, key, rows):
@@ -320,69 +361,190 @@ def _first_copies(xp, key, rows):
     :func:`_copy_finish`.
     """
     fetch = _checks.Fetch(xp, check=False)
-    return _copy_finish(xp, _copy_search(xp, key, rows, fetch, "copies"), fetch)
+    keys = None if key is None else (key, key)
+    copies = _copy_finish(xp, _copy_search(xp, rows, None, keys, fetch, False), fetch)
+    return None if copies is None else copies.fx
 
 
-def _copy_search(xp, key, rows, fetch, tag):
-    """The device half of the copy search; its outcome (no copy, copies, a
-    hash clash) is queued in ``fetch`` under ``tag``.
+class _Search(NamedTuple):
+    order: Any  # sorted order of the rows (x, then y)
+    same: Any  # in sorted order: the row equals the one before
+    rows: Any  # the rows searched (x, or x and y concatenated)
+    n_x: int  # rows of x (the first n_x of ``rows``)
+    self_pairs: bool
+    tag: Any  # the fetch key of the outcome code, or None (no read)
 
-    Exact, O(n·dim + n log n): rows are sorted by a hash (a fixed-order sum
-    of ``key`` times fixed weights, so copies hash alike bit for bit), and
-    runs of equal adjacent rows are found by comparing the rows themselves.
-    If two different rows share a hash value (rows equal to ~eps), the
-    rows are sorted lexicographically instead (one stable sort per column),
-    so that copies are always adjacent. Within a run the stable sort keeps
-    the original order, so the run's first entry is the lowest index.
+
+def _copy_search(xp, x, y, keys, fetch, static, tag="copies"):
+    """The device half of the search for equal rows among x (y None) or
+    among x and y together; its outcome is queued in ``fetch`` under
+    ``tag`` (bit 0: a row of x has an earlier copy in x; bit 1: the same in
+    y; bit 2: a row of x equals a row of y; bit 3: a hash clash), unless
+    ``static`` (no read: every outcome is assumed) or traced.
+
+    Exact, O(n·dim + n log n): rows are sorted by a pair of hashes of their
+    bit patterns (:func:`_row_hashes`: equal rows hash alike, rows that
+    differ in one bit almost never do), and runs of equal adjacent rows are
+    found by comparing the rows themselves, so a hash clash can only hide a
+    copy, never invent one. On a clash (different rows with both hashes
+    equal: odds about n²·2⁻⁶⁴) the read path sorts the rows
+    lexicographically instead (one stable sort per column); the static path
+    keeps the hash order (such copies are then found by the exact
+    recomputation, not the search). Under ``jax.jit`` the rows are always
+    sorted lexicographically. Within a run the stable sorts keep the
+    original order, so the run's first entry is the lowest index.
+
+    ``keys`` (``(key_x, key_y)``, entries in [-2, 2], equal for equal rows;
+    None: the rows) serve a float hash where a library cannot view an
+    array's bits (array-api-strict).
     """
+    self_pairs = y is None
+    rows = x if self_pairs else xp.concat([x, y], axis=0)
     n, dim = rows.shape
     if n < 2 or dim == 0:
         return None
-    dev = _device_of(rows)
-    k = xp.arange(dim, dtype=key.dtype, device=dev)
-    weights = 1.0 + (k * 0.6180339887498949) % 1.0
-    h = tree_sum(xp, key * weights)  # |key| <= 1: no overflow
+    n_x = x.shape[0]
     if _checks.is_traced(rows):
         order = _lex_order(xp, rows)
         same, _ = _adjacent(xp, order, None, rows)
-        return order, same, rows, None
-    order = xp.argsort(h, stable=True)
-    same, clash = _adjacent(xp, order, h, rows)
-    # read with the call's other sizes: 2 = a hash clash, 1 = some row has a copy
-    code = 2 * xp.astype(xp.any(clash), xp.int32) + xp.astype(xp.any(same), xp.int32)
-    fetch.want(tag, code, 3)
-    return order, same, rows, tag
+        return _Search(order, same, rows, n_x, self_pairs, None)
+    hashes = _row_hashes(xp, rows)
+    if hashes is None:
+        if keys is None:
+            key = rows
+        else:
+            key = keys[0] if self_pairs else xp.concat(list(keys), axis=0)
+        dev = _device_of(rows)
+        k = xp.arange(dim, dtype=key.dtype, device=dev)
+        weights = 1.0 + (k * 0.6180339887498949) % 1.0
+        hashes = (tree_sum(xp, key * weights),)  # |key| <= 2: no overflow
+    order = xp.argsort(hashes[-1], stable=True)
+    for h in hashes[-2::-1]:  # lexicographic in (h1, h2): stable sorts, last key first
+        order = xp.take(order, xp.argsort(xp.take(h, order), stable=True))
+    same, clash = _adjacent(xp, order, hashes, rows)
+    if static:
+        return _Search(order, same, rows, n_x, self_pairs, None)
+    # read with the call's other sizes (bits as in the docstring)
+    i32 = xp.int32
+    code = 8 * xp.astype(xp.any(clash), i32)
+    if self_pairs:
+        code = code + xp.astype(xp.any(same), i32)
+    else:
+        is_y = order >= n_x
+        before_y = xp.concat([is_y[:1], is_y[:-1]])
+        code = code + xp.astype(xp.any(same & ~is_y), i32)
+        code = code + 2 * xp.astype(xp.any(same & is_y & before_y), i32)
+        code = code + 4 * xp.astype(xp.any(same & is_y & ~before_y), i32)
+    fetch.want(tag, code, 15)
+    return _Search(order, same, rows, n_x, self_pairs, tag)
 
 
 def _copy_finish(xp, search, fetch):
-    """``first`` of :func:`_first_copies` from a started search."""
+    """The :class:`_Copies` of a started search (None when no row has a copy)."""
     if search is None:
         return None
-    order, same, rows, tag = search
+    order, same, rows, n_x, self_pairs, tag = search
+    want_x = want_y = True
     if tag is not None:
         code = fetch.value(tag)
-        if code is None or code >= 2:  # a clash (or traced): copies may not be adjacent
+        if code is None or code >= 8:  # a clash (or traced): copies may not be adjacent
             order = _lex_order(xp, rows)
             same, _ = _adjacent(xp, order, None, rows)
         elif code == 0:
             return None
-    idx = _checks.default_index_dtype(xp, _device_of(rows))
-    run = xp.cumulative_sum(xp.astype(~same, idx)) - 1
+        else:
+            want_x, want_y = bool(code & 1), bool(code & 2)
+    n = rows.shape[0]
+    dev = _device_of(rows)
+    idx = _checks.default_index_dtype(xp, dev)
+    run = xp.cumulative_sum(xp.astype(~same, idx)) - 1  # group of each sorted row
     start = xp.searchsorted(run, run)  # first sorted position of each run
-    first_sorted = xp.take(order, start)
-    return xp.take(first_sorted, xp.argsort(order))
+    inverse = xp.argsort(order)
+    group = xp.take(run, inverse)
+    first = xp.take(xp.take(order, start), inverse)
+    if self_pairs:
+        fx = first if want_x else None
+        return _Copies(fx, fx, group, group)
+    fx = first[:n_x] if want_x else None  # x comes first: its run's head is in x
+    fy = None
+    if want_y:
+        # within a run the x rows come first, then the y rows: the run's
+        # first y row is the first position with key 2·run + 1
+        is_y = xp.astype(order >= n_x, idx)
+        head_y = xp.searchsorted(2 * run + is_y, 2 * run + 1)
+        head_y = _ops.clip(xp, head_y, 0, n - 1)
+        fy = xp.take(xp.take(order, head_y) - n_x, inverse)[n_x:]
+    return _Copies(fx, fy, group[:n_x], group[n_x:])
 
 
-def _adjacent(xp, order, h, rows):
-    """``(same, clash)`` in sorted order: row s equals row s − 1; equal hash
-    but different rows."""
+# fmix32 of MurmurHash3 (public domain): a bijection of 32-bit words whose
+# every output bit depends on every input bit; constants as signed int32
+_MIX = (-2048144789, -1028477387)  # 0x85ebca6b, 0xc2b2ae35
+
+
+def _mix32(xp, h):
+    """fmix32 on int32 words (wrapping products; logical shifts by masking)."""
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * _MIX[0]
+    h = h ^ ((h >> 13) & 0x7FFFF)
+    h = h * _MIX[1]
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def _salts(n):
+    """Two fixed tables of n pseudo-random int32 words (made on the host):
+    per-position salts, and odd per-position weights."""
+    k = np.arange(n, dtype=np.uint64)
+    words = []
+    for seed in (0x3C6EF372, 0x1B873593):
+        h = (k * np.uint64(0x9E3779B9) + np.uint64(seed)) & np.uint64(0xFFFFFFFF)
+        with np.errstate(over="ignore"):
+            words.append(_mix32(np, h.astype(np.uint32).view(np.int32)))
+    return words[0], words[1] | 1
+
+
+def _row_hashes(xp, rows):
+    """``(h1, h2)``: two hashes of each row's bit patterns, or None where
+    the library cannot view an array's bits.
+
+    Each 32-bit word w_k of a row (two per float64 entry) is salted by its
+    position and mixed, ``M_k = mix(w_k ^ s_k)``; then ``h1 = Σ M_k`` and
+    ``h2 = Σ c_k·M_k`` (c_k fixed odd weights), as integers (exact, or
+    wrapping: the same for equal rows whatever the reduction order). Rows
+    that differ anywhere differ in some word, and the bijective mix makes
+    each sum nearly uniform: two different rows share one hash with odds
+    about 2⁻³², both with about 2⁻⁶⁴, whatever the difference (one ulp, a
+    swapped pair of columns, a power of two). −0.0 is made +0.0 first (the
+    rows compare equal).
+    """
+    bits = rows + 0.0
+    if hasattr(bits, "detach"):  # torch: the hash is not differentiated
+        bits = bits.detach()
+    try:
+        bits = bits.view(xp.int32)
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    if bits.ndim != 2:
+        return None
+    dev = _device_of(rows)
+    salt, weight = (xp.asarray(t, device=dev) for t in _salts(bits.shape[1]))
+    mixed = _mix32(xp, bits ^ salt)
+    return xp.sum(mixed, axis=1), xp.sum(mixed * weight, axis=1)
+
+
+def _adjacent(xp, order, hashes, rows):
+    """``(same, clash)`` in sorted order: row s equals row s − 1; equal
+    hashes but different rows."""
     rs = xp.take(rows, order, axis=0)
     eq = xp.all(rs[1:, :] == rs[:-1, :], axis=1)
     head = xp.zeros((1,), dtype=xp.bool, device=_device_of(rows))
-    if h is None:
+    if hashes is None:
         return xp.concat([head, eq]), None
-    hs = xp.take(h, order)
-    heq = hs[1:] == hs[:-1]
+    heq = None
+    for h in hashes:
+        hs = xp.take(h, order)
+        e = hs[1:] == hs[:-1]
+        heq = e if heq is None else heq & e
     return xp.concat([head, heq & eq]), heq & ~eq
 
 
@@ -399,7 +561,7 @@ def _lex_order(xp, rows):
 # exact recomputation of flagged entries
 
 
-def _refine(xp, approx, flag, x, y, value, fetch):
+def _refine(xp, approx, flag, x, y, value, fetch, static=False, zero=None):
     """``approx`` with flagged entries replaced by ``value(xp, x_i, y_j)``.
 
     Returns ``(values, exact)`` (``exact`` is None when nothing is flagged).
@@ -407,9 +569,15 @@ def _refine(xp, approx, flag, x, y, value, fetch):
     cumulative sum of the flags), ``take`` and ``where``. The number of
     flagged entries is the one size read back (in ``fetch``'s one read);
     their positions come from it without another (:func:`_flag_positions`).
+    With ``static``, nothing is read: :func:`_refine_static` (``zero``:
+    the entries of copies, set to 0 and differentiated as exact ones).
     """
-    if not _checks.has_dynamic_shapes(xp) or _checks.is_traced(flag):
-        # JAX (jit or not) and strict without dynamic shapes
+    if _checks.is_traced(flag):  # under jax.jit: every entry, no size
+        return _refine_dense(xp, approx, flag, x, y, value)
+    if static:
+        return _refine_static(xp, approx, flag, x, y, value, zero)
+    if not _checks.has_dynamic_shapes(xp):
+        # JAX and strict without dynamic shapes
         if not _checks.any_true(xp, flag):
             return approx, None
         return _refine_dense(xp, approx, flag, x, y, value)
@@ -435,6 +603,70 @@ def _refine(xp, approx, flag, x, y, value, fetch):
         out.append(xp.where(fb, placed, approx[r0:r1, :]))
     values = xp.concat(out, axis=0) if len(out) > 1 else out[0]
     return values, _Exact(flag, rows, cols, starts)
+
+
+# The static capacity: at most this many flagged entries per row of the
+# larger side, on average, are recomputed exactly when no size may be read.
+# Tight classes of up to 17 rows fit whole (each row has 16 near partners).
+_CAPACITY_PER_ROW = 16
+
+
+def _static_sizes(xp, fetch):
+    """Whether the call's sizes must not be read: ``check=False`` on a
+    library where a read waits for the device (torch, CuPy, JAX eager)."""
+    return fetch is not None and not fetch.check and not _checks.reads_are_cheap(xp)
+
+
+def _capacity(b, b2):
+    """K = min(B·B', 16·max(B, B')) exactly recomputed entries at most."""
+    return min(b * b2, _CAPACITY_PER_ROW * max(b, b2))
+
+
+def _refine_static(xp, approx, flag, x, y, value, zero=None):
+    """:func:`_refine` without reading the number of flagged entries: the
+    first K (:func:`_capacity`) in row-major order are recomputed, where K
+    depends on the shapes only.
+
+    Their positions come from one search of 1..K in the running count of
+    the flags (slots past the count hold a placeholder pair and no entry);
+    the values are placed by rank as in :func:`_refine`. Where at most K
+    entries are flagged the result equals the read path's bit for bit;
+    flagged entries past the K-th keep the GEMM's value (documented in
+    docs/errors.md, "Checks and syncs"). The work (K·dim per pass, one
+    chunk while K·dim <= B·B') does not depend on the data.
+    """
+    b, b2 = flag.shape
+    if b * b2 == 0:
+        return approx, None
+    k_cap = _capacity(b, b2)
+    dev = _device_of(approx)
+    # the running count in int32 where it fits: half the memory of int64
+    idx = xp.int32 if b * b2 < 2**31 - 1 else _checks.default_index_dtype(xp, dev)
+    running = xp.cumulative_sum(xp.reshape(xp.astype(flag, idx), (-1,)), dtype=idx)
+    k = xp.arange(1, k_cap + 1, dtype=idx, device=dev)
+    at = xp.searchsorted(running, k, side="left")  # b·b2 past the count
+    valid = at < b * b2
+    at = xp.where(valid, at, 0)
+    rows, cols = at // b2, at % b2
+    # chunks of at most a quarter of B·B' elements (a few at most): the
+    # pair temporaries stay small beside the matrix
+    chunk = max(_CHUNK_ELEMENTS, b * b2 // 4) // max(x.shape[1], 1)
+    exact = []
+    for s, e in _chunks(k_cap, chunk):
+        xa = xp.take(x, rows[s:e], axis=0)
+        ya = xp.take(y, cols[s:e], axis=0)
+        exact.append(value(xp, xa, ya))
+    exact = xp.astype(xp.concat(exact) if len(exact) > 1 else exact[0], approx.dtype)
+    # slot 0 serves the entries before the first flag (never kept)
+    exact = xp.concat([exact[:1], exact])
+    running = xp.reshape(running, flag.shape)
+    keep = flag & (running <= k_cap)
+    placed = xp.take(exact, xp.reshape(_ops.clip(xp, running, None, k_cap), (-1,)))
+    del running
+    values = xp.where(keep, xp.reshape(placed, flag.shape), approx)
+    starts = xp.cumulative_sum(xp.count_nonzero(keep, axis=1), include_initial=True)
+    exact_set = keep if zero is None else keep | zero
+    return values, _Exact(exact_set, rows, cols, starts, valid, chunk, keep)
 
 
 def _flag_positions(xp, flag, n):
@@ -494,22 +726,30 @@ def _exact_pair_grads(xp, g, exact, x, y, metric):
     rows, cols = exact.rows, exact.cols
     width = g.shape[1]
     w = xp.take(xp.reshape(g, (-1,)), rows * width + cols)
-    gx = _segment_sums(xp, w, rows, cols, x, y, exact.row_starts, x.shape[0], 1.0, metric)
-    order = xp.argsort(cols, stable=True)
-    col_starts = xp.cumulative_sum(xp.count_nonzero(flag, axis=0), include_initial=True)
+    chunk = exact.chunk or _CHUNK_ELEMENTS // max(x.shape[1], 1)
+    col_key = cols
+    if exact.valid is not None:  # static path: empty slots weigh 0 and sort last
+        w = xp.where(exact.valid, w, 0.0)
+        col_key = xp.where(exact.valid, cols, width)
+    gx = _segment_sums(
+        xp, w, rows, cols, x, y, exact.row_starts, x.shape[0], 1.0, metric, chunk
+    )
+    order = xp.argsort(col_key, stable=True)
+    refined = flag if exact.refined is None else exact.refined
+    col_starts = xp.cumulative_sum(xp.count_nonzero(refined, axis=0), include_initial=True)
     gy = _segment_sums(
         xp, xp.take(w, order), xp.take(rows, order), xp.take(cols, order),
-        x, y, col_starts, y.shape[0], -1.0, metric,
+        x, y, col_starts, y.shape[0], -1.0, metric, chunk,
     )
     return gx, gy
 
 
-def _segment_sums(xp, w, rows, cols, x, y, starts, n_out, sign, metric):
+def _segment_sums(xp, w, rows, cols, x, y, starts, n_out, sign, metric, chunk):
     """out[s] = sign · Σ_{k in segment s} w_k ∂d(x[rows_k], y[cols_k])/∂x."""
     n = w.shape[0]
     out = xp.zeros((n_out, x.shape[1]), dtype=x.dtype, device=_device_of(x))
     lo_all, hi_all = starts[:-1], starts[1:]
-    for s, e in _chunks(n, _CHUNK_ELEMENTS // max(x.shape[1], 1)):
+    for s, e in _chunks(n, chunk):
         xa = xp.take(x, rows[s:e], axis=0)
         ya = xp.take(y, cols[s:e], axis=0)
         contrib = _pair_grad(xp, xa, ya, w[s:e], metric)
@@ -666,7 +906,15 @@ def pairwise_distances(
         y: ``[B', D]`` floating array of the same dtype, or ``None``.
         metric: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``.
         check: check that the inputs are finite (default True; see
-            docs/errors.md, "Checks and syncs").
+            docs/errors.md, "Checks and syncs"). ``False`` also reads no
+            size back on torch, CuPy and JAX: copies of a row get exactly
+            0 from the copy search, and at most K = min(B·B', 16·max(B, B'))
+            other flagged entries (the first in row-major order) are
+            recomputed exactly — identical to ``True`` whenever no more are
+            flagged; entries past the K-th keep the GEMM's value, off by at
+            most (dim + 2)·ε·(‖x_i − μ‖² + ‖y_j − μ‖²) in the squared
+            distance (μ the mean row; cosine: about (dim + 2)·ε), and are
+            differentiated through it.
 
     Returns:
         ``[B, B']`` array in the namespace, device and dtype of ``x``

@@ -203,10 +203,17 @@ def _labeled_forward(
     (checks, distance sizes and, with ``table``, the positive table's
     width W: an int, or None where the table does not apply). With
     ``anchor_rows=(start, stop)`` D is the b×B block of those anchors'
-    rows (the same one read; W is still the whole batch's largest class)."""
+    rows (the same one read; W is still the whole batch's largest class).
+
+    With ``check=False`` where a read waits for the device, the hinge
+    losses take the B×B path (exact, O(B²) memory: no W to read); the soft
+    margin keeps the table and its read of W, since without it the work is
+    B³ instead of B²·W (docs/errors.md, "Checks and syncs")."""
     xp, labels, fetch = check_labeled_batch(x, labels, metric, normalize, check)
     margin = _check_options(margin, soft, reduction)
     rows = _checks.check_anchor_rows(anchor_rows, x.shape[0], reduction)
+    if not check and not soft and not _checks.reads_are_cheap(xp):
+        table = False
     table = table and labels.shape[0] > 0 and compact_ok(xp, labels)
     dtype = x.dtype
     xc = xp.astype(x, _checks.compute_dtype(xp, dtype))

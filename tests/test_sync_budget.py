@@ -9,7 +9,7 @@ Each loss runs through ``rl.vjp`` (the forward) and its pullback with the
 number 1 (the backward: refloss makes that cotangent itself), on random,
 clustered (tight classes of near-duplicate rows) and exactly duplicated
 rows, with ``reduction`` "mean" and "none". ``check=False`` turns the value
-checks off; the one fetch then carries only the sizes a matrix loss needs.
+checks off and, but for the soft margin's class width, every read.
 
 ``python tests/test_sync_budget.py`` prints the table of docs/benchmarks.md
 ("Syncs per call").
@@ -127,13 +127,11 @@ def test_no_sync_without_checks(loss, kind, reduction):
     assert bwd.syncs == 0, dict(bwd.sync_ops)
 
 
-# The matrix losses read, in their one fetch, how many distances need the
-# exact recomputation (and whether rows repeat): checks off leaves that read.
-SIZE_READS = {
-    name: 1
-    for name in ("contrastive_all_pairs", "batch_hard", "batch_all", "batch_all_soft",
-                 "semihard", "hardest_negative")
-}
+# With checks off no size is read (the exact recomputation has a static
+# capacity, the hinge losses skip the positive table), but for the soft
+# margin's class width W: without it the soft batch-all evaluates B³
+# triplets instead of B²·W.
+SIZE_READS = {"batch_all_soft": 1}
 
 
 # Anchor blocks (anchor_rows): the b×B block's sizes and the positive table's
