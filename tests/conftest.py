@@ -8,6 +8,8 @@ GPU that is absent, is skipped, never an error.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,35 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# JAX compiles each op anew for every input shape (most of the JAX tests' time).
+# One persistent compilation cache per run, in a temporary folder, lets the
+# pytest-xdist workers and the subprocesses the tests start (docs examples,
+# CLI runs) reuse each other's compiles. The controller sets it up before the
+# workers start; they inherit the environment, and JAX reads it at import.
+_JAX_CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # the ops compile in ~50 ms
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # an xdist worker (the controller did it), or the caller chose
+    if os.environ.get("REFLOSS_NO_JAX_CACHE"):  # to compare, or to rule the cache out
+        return
+    config._refloss_jax_cache = tempfile.mkdtemp(prefix="refloss-jax-cache-")
+    os.environ.update(_JAX_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=config._refloss_jax_cache)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_refloss_jax_cache", None)
+    if folder is not None:
+        for name in [*_JAX_CACHE_ENV, "JAX_COMPILATION_CACHE_DIR"]:
+            os.environ.pop(name, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 try:  # the tests use tiny tensors: intra-op threads only add contention
     import torch

@@ -84,7 +84,7 @@ SKIPPED = {
     ("README.md", "refloss crosscheck mypkg.losses:triplet --as batch_all_triplet_loss "
                   "--framework torch"):
         "mypkg is a placeholder for the user's module; tests/test_cli.py runs real candidates",
-    ("README.md", "HYPOTHESIS_PROFILE=ci python -m pytest -q -n 2"):
+    ("README.md", "HYPOTHESIS_PROFILE=ci python -m pytest -q -n 2 --dist worksteal"):
         "the test suite itself (.ci/run runs the README's line verbatim: test_ci_runs_...)",
     ("docs/crosscheck.md", "refloss crosscheck"):
         "every known installed implementation (as in the README)",
@@ -121,7 +121,8 @@ SKIPPED = {
     ("docs/distributed.md", "python -m benchmarks.distributed --batch 2048 --dim 64 "
                             "--worlds 1 2 4 --repeats 3"): "a benchmark: minutes",
     # the test suite itself, in other profiles
-    ("docs/testing.md", "HYPOTHESIS_PROFILE=ci python -m pytest -q -n 2"): "the suite itself",
+    ("docs/testing.md", "HYPOTHESIS_PROFILE=ci python -m pytest -q -n 2 --dist worksteal"):
+        "the suite itself",
     ("docs/testing.md", "HYPOTHESIS_PROFILE=thorough python -m pytest -q"): "the suite, 500 "
         "examples per property: hours",
     ("docs/testing.md", "HYPOTHESIS_PROFILE=soak python -m pytest -q tests/test_soak.py "
