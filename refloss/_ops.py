@@ -5,11 +5,26 @@ in every release so far, torch in the oldest releases this project allows)
 writes the bounds through boolean masks, ``out[x < lo] = lo``, and each
 boolean-mask write is a device-to-host sync on a GPU (the mask's
 ``nonzero``). A ``where`` is one element-wise kernel on every library.
+
+``row_ranges`` splits B×B-sized work (row-wise searches, soft batch-all
+triplets, the distance backward's K = G/D) into at most ``BLOCKS`` row
+blocks of ceil(B²/BLOCKS) elements, so that the number of blocks (hence of
+ops and kernel launches) does not grow with B while their working arrays
+stay a fraction of one B×B matrix (peak memory); never smaller than the
+floor: 2²² elements on CPU arrays (a block is a few ms of streaming work,
+so its ~20 ops cost nothing), 2²⁴ on accelerators (each op is a kernel
+launch of ~10 µs host time).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from array_api_compat import device as _device
+
+BLOCKS = 4
+BLOCK_FLOOR_CPU = 1 << 22
+BLOCK_FLOOR = 1 << 24
 
 
 def clip(xp: Any, x: Any, lo: float | None = None, hi: float | None = None) -> Any:
@@ -28,3 +43,27 @@ def clip(xp: Any, x: Any, lo: float | None = None, hi: float | None = None) -> A
     if hi is not None:
         x = xp.where(x > hi, hi, x)
     return x
+
+
+def on_cpu(a: Any) -> bool:
+    """Whether ``a`` lives in host memory (NumPy, array-api-strict, torch or
+    JAX CPU arrays; not CuPy or an accelerator)."""
+    dev = _device(a)
+    kind = getattr(dev, "type", None) or getattr(dev, "platform", None)
+    if kind is None:  # NumPy ("cpu"), array-api-strict devices, CuPy devices
+        return not type(dev).__module__.startswith("cupy")
+    return kind == "cpu"
+
+
+def block_elements(a: Any, cells: int) -> int:
+    """Elements of one block of work the size of ``cells`` distances (B×B, or
+    b×B for an anchor block: its blocks stay O(b·B)) on the device of ``a``."""
+    floor = BLOCK_FLOOR_CPU if on_cpu(a) else BLOCK_FLOOR
+    return max(-(-cells // BLOCKS), floor)
+
+
+def row_ranges(like: Any, rows: int, width: int) -> list[tuple[int, int]]:
+    """``[(r0, r1), ...]``: at most ``BLOCKS`` row blocks of a ``rows × width``
+    array (:func:`block_elements` of ``like``'s device)."""
+    step = max(1, block_elements(like, rows * width) // max(width, 1))
+    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]

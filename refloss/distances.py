@@ -223,22 +223,47 @@ def pairwise_backward(xp: Any, residuals: Any, g: Any):
     # (u_i − v_j)/(D_ij/p), so the euclidean K = G/(D/p) needs no rescaling
     # (D/p is exact, and not tiny outside the exactly recomputed entries);
     # the sqeuclidean 2G(x_i − y_j) is 2G(u_i − v_j)·p
-    k = 2.0 * g if metric == "sqeuclidean" else _div_or_zero(xp, g, d / p)
     # pairs computed exactly in the forward are differentiated exactly too:
     # in the centred GEMM form their tiny differences u_i - v_j are lost
     x, y = ures, vres
+    kx = ky = None
     if exact is not None:
         kx, ky = _exact_pair_grads(xp, g, exact, x, y, metric)
-        k = xp.where(exact.flag, 0.0, k)
+    # K in a few row blocks (_ops.row_ranges), each folded into its two
+    # GEMMs at once: no B×B K (nor its temporaries) is ever held whole (peak
+    # memory), and the block count does not grow with B
+    row_sums, k_v = [], []
+    col_sum = kt_u = None
+    for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
+        gb = g[r0:r1, :]
+        if metric == "sqeuclidean":
+            kb = 2.0 * gb
+        else:
+            kb = _div_or_zero(xp, gb, d[r0:r1, :] / p)
+        if exact is not None:
+            kb = xp.where(exact.flag[r0:r1, :], 0.0, kb)
+        row_sums.append(xp.sum(kb, axis=1))
+        k_v.append(kb @ v)
+        cs, ktu = xp.sum(kb, axis=0), kb.T @ u[r0:r1, :]
+        col_sum = cs if col_sum is None else col_sum + cs
+        kt_u = ktu if kt_u is None else kt_u + ktu
+        del kb
+    if not row_sums:  # no rows: K is empty
+        row_sum = xp.zeros((0,), dtype=u.dtype, device=_device_of(u))
+        col_sum = xp.zeros((v.shape[0],), dtype=u.dtype, device=_device_of(u))
+        k_v = [xp.zeros((0, u.shape[1]), dtype=u.dtype, device=_device_of(u))]
+        kt_u = xp.zeros(v.shape, dtype=u.dtype, device=_device_of(u))
+    else:
+        row_sum = xp.concat(row_sums) if len(row_sums) > 1 else row_sums[0]
+    k_v = xp.concat(k_v, axis=0) if len(k_v) > 1 else k_v[0]
     if self_pairs:
-        # u = v: (diag(rowsum + colsum) - K - Kᵀ) u, as two GEMMs so that no
-        # B×B K + Kᵀ is formed (peak memory)
-        gx = (xp.sum(k, axis=1) + xp.sum(k, axis=0))[:, None] * u - k @ u - k.T @ u
+        # u = v: (diag(rowsum + colsum) - K - Kᵀ) u
+        gx = (row_sum + col_sum)[:, None] * u - k_v - kt_u
         if metric == "sqeuclidean":
             gx = gx * p
         return (gx if exact is None else gx + kx + ky), None
-    gu = xp.sum(k, axis=1)[:, None] * u - k @ v
-    gv = xp.sum(k, axis=0)[:, None] * v - k.T @ u
+    gu = row_sum[:, None] * u - k_v
+    gv = col_sum[:, None] * v - kt_u
     if metric == "sqeuclidean":
         gu, gv = gu * p, gv * p
     if exact is not None:

@@ -533,14 +533,13 @@ def mine_semihard(
         anchor, positive = xp.nonzero(sel.valid)
         negative = xp.take(xp.reshape(sel.neg, (-1,)), anchor * b + positive)
         return anchor, positive, negative
-    from .triplet import _row_ranges  # the loss module's row blocks (it imports this one)
 
     tab = PositiveTable(xp, d, labels, width=width)
     _, neg, _ = label_masks(xp, labels, d)
     n_neg = xp.count_nonzero(neg, axis=1)
     parts = [
         _semihard_index_rows(xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1], tab.d[r0:r1, :])
-        for r0, r1 in _row_ranges(d, b, b)
+        for r0, r1 in _ops.row_ranges(d, b, b)
     ]
     n_star = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
     del parts, neg

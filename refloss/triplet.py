@@ -102,16 +102,6 @@ _LOOP_WIDTH = 8
 # resolved by index (one B×B pass each) before the dense sorted-order path
 # (two B×B argsorts, int64 B×B arrays) is used.
 _TIED_PASSES = 64
-# Blocks of B×B-sized work (row-wise searches, soft batch-all triplets): at
-# most _BLOCKS blocks of ceil(B²/_BLOCKS) elements, so that the number of
-# blocks (hence of ops and kernel launches) does not grow with B while their
-# working arrays stay a fraction of one B×B matrix (peak memory); never
-# smaller than the floor: 2²² elements on CPU arrays (a block is a few ms of
-# streaming work, so its ~20 ops cost nothing), 2²⁴ on accelerators (each op
-# is a kernel launch of ~10 µs host time).
-_BLOCKS = 4
-_BLOCK_FLOOR_CPU = 1 << 22
-_BLOCK_FLOOR = 1 << 24
 # Anchor-positive pairs of batch-all: every ordered (a, p), or each {a, p} once.
 PAIRS = ("ordered", "unordered")
 
@@ -602,7 +592,7 @@ def _semihard_compact(xp, d, neg, tab):
             xp, d[r0:r1, :], neg[r0:r1, :], tab.d[r0:r1, :], valid[r0:r1, :],
             n_neg[r0:r1, None], last[r0:r1, None], tab.width, with_order,
         )
-        for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1])
+        for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1])
     ]
     return tuple(
         None if blocks[0][i] is None else _concat_rows(xp, [blk[i] for blk in blocks])
@@ -1035,7 +1025,7 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol):
     that its sort orders and index arrays never exist at full B×B size.
     """
     s_parts, k_parts, n_nonzero = [], [], 0
-    for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1]):
+    for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
         dr, pr, nr = d[r0:r1, :], pos[r0:r1, :], neg[r0:r1, :]
         neg_d = xp.where(nr, dr, float("inf"))
         sorted_neg = xp.take_along_axis(neg_d, xp.argsort(neg_d, axis=1, stable=True), axis=1)
@@ -1085,7 +1075,7 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
     (:func:`_row_ranges`: no B×B sorted array or prefix sum held whole).
     """
     s_parts, k_parts, n_nonzero = [], [], 0
-    for r0, r1 in _row_ranges(d, d.shape[0], d.shape[1]):
+    for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
         sorted_neg, first, prefix = _sorted_negatives(
             xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1], cols
         )
@@ -1150,34 +1140,11 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None)
     return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
 
 
-def _block_elements(a, cells):
-    """Elements of one block of work the size of ``cells`` distances (B×B, or
-    b×B for an anchor block: its blocks stay O(b·B)) on the device of ``a``
-    (see _BLOCKS)."""
-    floor = _BLOCK_FLOOR_CPU if _on_cpu(a) else _BLOCK_FLOOR
-    return max(-(-cells // _BLOCKS), floor)
-
-
-def _on_cpu(a):
-    dev = _device(a)
-    kind = getattr(dev, "type", None) or getattr(dev, "platform", None)
-    if kind is None:  # NumPy ("cpu"), array-api-strict devices, CuPy devices
-        return not type(dev).__module__.startswith("cupy")
-    return kind == "cpu"
-
-
-def _row_ranges(like, rows, width):
-    """``[(r0, r1), ...]``: at most ``_BLOCKS`` row blocks of a ``rows × width``
-    array (:func:`_block_elements` of ``like``'s device)."""
-    step = max(1, _block_elements(like, rows * width) // max(width, 1))
-    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
-
-
 def _by_row_blocks(xp, block, rows, width, like):
     """``concat([block(r0, r1), ...])`` over :func:`_row_ranges`: the index
     arrays of a row-wise search (int64, twice a float32) then never exist at
     full B×B size (peak memory), and the number of blocks does not grow with B."""
-    return _concat_rows(xp, [block(r0, r1) for r0, r1 in _row_ranges(like, rows, width)])
+    return _concat_rows(xp, [block(r0, r1) for r0, r1 in _ops.row_ranges(like, rows, width)])
 
 
 def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
@@ -1192,7 +1159,7 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
     """
     b = d.shape[1]  # the columns (d may be a block of anchor rows)
     parts = []
-    for r0, r1 in _row_ranges(d, d.shape[0], b):
+    for r0, r1 in _ops.row_ranges(d, d.shape[0], b):
         dr, pr = d[r0:r1, :], pos[r0:r1, :]
         if g is None:
             weights = xp.astype(pr, d.dtype)
@@ -1218,7 +1185,7 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
 def _soft_blocks(like, rows, per_row):
     """Anchor blocks ``[(a0, a1), ...]`` of at most :func:`_block_elements`
     triplets (``per_row`` triplets per anchor), at least one anchor each."""
-    per = max(1, _block_elements(like, like.shape[0] * like.shape[1]) // max(per_row, 1))
+    per = max(1, _ops.block_elements(like, like.shape[0] * like.shape[1]) // max(per_row, 1))
     return [(s, min(s + per, rows)) for s in range(0, rows, per)]
 
 

@@ -30,6 +30,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import refloss as rl
+from refloss import _ops
 
 # kind of the oracle -> the public loss
 LOSSES = {
@@ -270,8 +271,8 @@ def test_a_block_in_many_inner_blocks_matches_brute_force(backend, monkeypatch, 
     import refloss.contrastive as contrastive
     import refloss.triplet as triplet
 
-    monkeypatch.setattr(triplet, "_BLOCK_FLOOR_CPU", 64)
-    monkeypatch.setattr(triplet, "_BLOCKS", 7)
+    monkeypatch.setattr(_ops, "BLOCK_FLOOR_CPU", 64)
+    monkeypatch.setattr(_ops, "BLOCKS", 7)
     monkeypatch.setattr(triplet, "_LOOP_WIDTH", 2)
     monkeypatch.setattr(contrastive, "_PAIR_BLOCK_FLOOR", 16)
     monkeypatch.setattr(contrastive, "_PAIR_BLOCKS", 5)

@@ -549,3 +549,24 @@ def test_l2_normalize_gradient_of_subnormal_rows_is_finite_and_right(backend):
     np.testing.assert_allclose(to_numpy(xhat), u, rtol=1e-15)
     assert np.all(np.isfinite(to_numpy(gx)))
     np.testing.assert_allclose(to_numpy(gx), expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("two_sets", [False, True])
+def test_vjp_in_many_row_blocks_matches_the_pair_loop(backend, monkeypatch, metric, two_sets):
+    # blocks of 64 elements: the backward's K = G/D runs in many row blocks,
+    # each folded into its GEMMs, with exactly recomputed pairs (copies) among them
+    from refloss import _ops
+
+    monkeypatch.setattr(_ops, "BLOCK_FLOOR_CPU", 64)
+    monkeypatch.setattr(_ops, "BLOCKS", 7)
+    x = batch_with_copies(5, 23, 4, "float64")
+    y = batch_with_copies(6, 17, 4, "float64") if two_sets else None
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((23, 17 if two_sets else 23))
+    args = (backend.asarray(x),) + (() if y is None else (backend.asarray(y),))
+    _, pullback = rl.vjp(rl.pairwise_distances, *args, metric=metric)
+    got = pullback(backend.asarray(g))
+    expected = oracle_pairwise_vjp(x, y, g, metric)
+    for k in range(len(args)):
+        assert_close(got[k], expected[k], backend, rtol=1e-10, atol=1e-12)

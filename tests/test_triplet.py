@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refloss as rl
+from refloss import _ops
 
 METRICS = ["euclidean", "sqeuclidean", "cosine"]
 REDUCTIONS = ["none", "sum", "mean", "mean_nonzero"]
@@ -909,10 +910,8 @@ def test_triplet_margin_loss_rejects_mixed_namespaces():
 def test_batch_all_in_many_blocks_matches_brute_force(monkeypatch, soft, reduction):
     # blocks of 64 elements: the row-block (hinge) and triplet-block (soft)
     # loops run many times, as they do at large B with the real sizes
-    import refloss.triplet as triplet
-
-    monkeypatch.setattr(triplet, "_BLOCK_FLOOR_CPU", 64)
-    monkeypatch.setattr(triplet, "_BLOCKS", 7)
+    monkeypatch.setattr(_ops, "BLOCK_FLOOR_CPU", 64)
+    monkeypatch.setattr(_ops, "BLOCKS", 7)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((23, 3))
     labels = rng.permutation(np.arange(23) % 5)
