@@ -172,34 +172,25 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     yc = xc if self_pairs else ys - mean
     nx = xp.sum(xc * xc, axis=1)
     ny = nx if self_pairs else xp.sum(yc * yc, axis=1)
-    scale = nx[:, None] + ny[None, :]
-    # one B×B temporary at a time beside scale and d2 (peak memory)
-    d2 = (-2.0 * xc) @ yc.T
-    d2 = scale + d2
-    if metric == "sqeuclidean":
-        d2 = _ops.clip(xp, d2, 0.0, None)
-    # (the euclidean sqrt below gives 0 for d2 <= 0: no clip, two B×B
-    # passes fewer, the same values; a negative d2 is flagged either way)
-    # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
-    # of rows so small against p that their squares reach the subnormal range
-    # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
-    tiny = 4.0 * float(xp.finfo(x.dtype).smallest_normal)
-    flag = d2 <= _tol(xp, x.dtype, x.shape[1]) * scale + tiny
-    del scale
-    if self_pairs:
-        eye = _eye(xp, x.shape[0], x)
-        d2 = xp.where(eye, 0.0, d2)
-        flag = flag & ~eye
-    if metric == "sqeuclidean":
-        d = (d2 * p) * p  # inf past the largest float; its gradient needs no D
-        exact_value = _pair_square_distance
-    else:
-        d = _safe_sqrt(xp, d2) * p
-        # a distance past the largest float is inf; its pair is differentiated
-        # from the rows (unit vector), since K = G/D would lose it
-        flag = flag | (d == float("inf"))
-        exact_value = _pair_distance
-    del d2
+    # in a few row blocks (_ops.row_ranges): the temporaries (scale, d2 and
+    # their where passes) are a fraction of B×B (peak memory; on NumPy a
+    # fresh B×B array also costs its page faults), only D and the flags whole
+    tol = _tol(xp, x.dtype, x.shape[1])
+    parts = [
+        _gemm_block(xp, xc[r0:r1, :], yc, nx[r0:r1], ny, p, metric, tol,
+                    r0 if self_pairs else None)
+        for r0, r1 in _ops.row_ranges(xc, xc.shape[0], yc.shape[0])
+    ]
+    if len(parts) == 1:
+        d, flag = parts[0]
+    elif parts:
+        d = xp.concat([part[0] for part in parts], axis=0)
+        flag = xp.concat([part[1] for part in parts], axis=0)
+    else:  # no rows
+        d = xp.zeros((0, yc.shape[0]), dtype=x.dtype, device=_device_of(x))
+        flag = d > 0
+    del parts
+    exact_value = _pair_square_distance if metric == "sqeuclidean" else _pair_distance
     search = _copy_search(xp, x, y, (xs, ys), fetch, static)
     copies = zero = None
     if static:  # copies are 0 by their group, outside the capacity
@@ -208,6 +199,38 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     d, exact = _refine(xp, d, flag, x, self_y, exact_value, fetch, static, zero)
     d = _canonical(xp, d, copies if static else _copy_finish(xp, search, fetch))
     return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
+
+
+def _gemm_block(xp, xb, yc, nxb, ny, p, metric, tol, offset):
+    """``(D, flag)`` of the rows ``xb`` (centred, divided by p) against ``yc``:
+    the GEMM form, and the entries to recompute exactly. ``offset`` is the
+    block's first row for y = x (its diagonal is 0 and never flagged)."""
+    scale = nxb[:, None] + ny[None, :]
+    # one B×B temporary at a time beside scale and d2 (peak memory)
+    d2 = (-2.0 * xb) @ yc.T
+    d2 = scale + d2
+    if metric == "sqeuclidean":
+        d2 = _ops.clip(xp, d2, 0.0, None)
+    # (the euclidean sqrt below gives 0 for d2 <= 0: no clip, two B×B
+    # passes fewer, the same values; a negative d2 is flagged either way)
+    # recomputed exactly: entries the GEMM's cancellation spoils, and pairs
+    # of rows so small against p that their squares reach the subnormal range
+    # (scale below the smallest normal s_n implies d2 <= 2·scale < 4·s_n)
+    tiny = 4.0 * float(xp.finfo(xb.dtype).smallest_normal)
+    flag = d2 <= tol * scale + tiny
+    del scale
+    if offset is not None:
+        dev = _device_of(xb)
+        eye = (xp.arange(offset, offset + xb.shape[0], device=dev)[:, None]
+               == xp.arange(yc.shape[0], device=dev)[None, :])
+        d2 = xp.where(eye, 0.0, d2)
+        flag = flag & ~eye
+    if metric == "sqeuclidean":
+        return (d2 * p) * p, flag  # inf past the largest float; its gradient needs no D
+    d = _safe_sqrt(xp, d2) * p
+    # a distance past the largest float is inf; its pair is differentiated
+    # from the rows (unit vector), since K = G/D would lose it
+    return d, flag | (d == float("inf"))
 
 
 def pairwise_backward(xp: Any, residuals: Any, g: Any):

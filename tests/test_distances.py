@@ -553,9 +553,10 @@ def test_l2_normalize_gradient_of_subnormal_rows_is_finite_and_right(backend):
 
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("two_sets", [False, True])
-def test_vjp_in_many_row_blocks_matches_the_pair_loop(backend, monkeypatch, metric, two_sets):
-    # blocks of 64 elements: the backward's K = G/D runs in many row blocks,
-    # each folded into its GEMMs, with exactly recomputed pairs (copies) among them
+def test_many_row_blocks_match_the_pair_loop(backend, monkeypatch, metric, two_sets):
+    # blocks of 64 elements: the forward's GEMM form and the backward's
+    # K = G/D run in many row blocks (each folded into its GEMMs), with
+    # exactly recomputed pairs (copies) among them
     from refloss import _ops
 
     monkeypatch.setattr(_ops, "BLOCK_FLOOR_CPU", 64)
@@ -565,7 +566,9 @@ def test_vjp_in_many_row_blocks_matches_the_pair_loop(backend, monkeypatch, metr
     rng = np.random.default_rng(7)
     g = rng.standard_normal((23, 17 if two_sets else 23))
     args = (backend.asarray(x),) + (() if y is None else (backend.asarray(y),))
-    _, pullback = rl.vjp(rl.pairwise_distances, *args, metric=metric)
+    d, pullback = rl.vjp(rl.pairwise_distances, *args, metric=metric)
+    assert_close(d, oracle_pairwise(x, x if y is None else y, metric), backend,
+                 rtol=1e-12, atol=1e-13)
     got = pullback(backend.asarray(g))
     expected = oracle_pairwise_vjp(x, y, g, metric)
     for k in range(len(args)):
