@@ -313,3 +313,18 @@ def test_a_first_counterexample_isolates_one_of_two_causes():
     assert "eps" not in first and "mixes" not in first
     assert second.startswith("second cause: candidate adds eps 1e-9 inside the sqrt"), second
     assert "mixes" not in str(report)
+
+
+def test_a_saved_report_keeps_the_cause_of_every_finding(tmp_path):
+    import json
+
+    report = crosscheck(torch_hadsell_eps_inside, "contrastive_loss", framework="torch",
+                        max_examples=EXAMPLES)
+    assert len(report.findings) == 2, str(report)
+    path = report.save(tmp_path / "two.npz")
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+    assert meta["cause"] == report.findings[0].cause
+    (other,) = meta["findings"]
+    assert other["cause"] == report.findings[1].cause
+    assert other["cause"].startswith("second cause: candidate adds eps 1e-9 inside the sqrt")

@@ -256,7 +256,10 @@ class Report:
                 arrays[f"finding.{j}.second.value.{i}"] = np.asarray(a)
             for i, a in enumerate(other.reference_value):
                 arrays[f"finding.{j}.reference.value.{i}"] = np.asarray(a)
-            others.append({"kind": other.kind, "message": other.message,
+            others.append({"kind": other.kind, "role": other.role,
+                           "message": other.message, "cause": other.cause,
+                           "value_error": other.value_error,
+                           "grad_error": other.grad_error,
                            "frames": other.frames, "rng_seed": other.rng_seed})
         for i, a in enumerate(cx.second_value):
             arrays[f"second.value.{i}"] = np.asarray(a)
