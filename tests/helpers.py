@@ -674,3 +674,22 @@ def o_block_loss(x: np.ndarray, labels: np.ndarray, kind: str, start: int, stop:
         return o_triplet_loss(x, triplets, shape, reduction="none", g=g, **kw)
     total, grad = o_triplet_loss(x, triplets, shape, reduction="sum", **kw)
     return scale * total, scale * grad
+
+
+# ---------------------------------------------------------------------------
+# the CLI in process
+
+
+def cli_run(workdir, args, capsys, monkeypatch) -> tuple:
+    """``(status, out, err)`` of ``refloss crosscheck ARGS`` run in process
+    (``cli.main``, what the script calls) from ``workdir``, with ``sys.path``
+    restored afterwards."""
+    import sys
+
+    from refloss import cli
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    status = cli.main(["crosscheck", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

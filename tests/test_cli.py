@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import cli_run
 
 SCRIPT = pathlib.Path(sys.executable).with_name("refloss")
 
@@ -206,23 +207,8 @@ MISUSE = [
 @pytest.mark.parametrize(("args", "fragments"), MISUSE,
                          ids=[" ".join(a)[:40] for a, _ in MISUSE])
 def test_misuse_exits_2_with_one_line(workdir, args, fragments, capsys, monkeypatch):
-    from refloss import cli
-
-    monkeypatch.chdir(workdir)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    status = cli.main(["crosscheck", *args])
-    err = capsys.readouterr().err
+    status, _, err = cli_run(workdir, args, capsys, monkeypatch)
     one_line_error(subprocess.CompletedProcess(args, status, "", err), *fragments)
-
-
-def cli_run(workdir, args, capsys, monkeypatch):
-    from refloss import cli
-
-    monkeypatch.chdir(workdir)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    status = cli.main(["crosscheck", *args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 GLUE = [

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import cli_run
 
 import refloss as rl
 from refloss import cli
@@ -45,14 +46,6 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli_output")
     (d / "outcands.py").write_text(CANDIDATES)
     return d
-
-
-def main(workdir, args, capsys, monkeypatch):
-    monkeypatch.chdir(workdir)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    status = cli.main(["crosscheck", *args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 # --------------------------------------------------------------------------
@@ -188,7 +181,7 @@ def doc_schema(name):
 
 
 def test_json_of_one_candidate_matches_the_documented_schema(workdir, capsys, monkeypatch):
-    status, out, err = main(workdir, ["outcands:doubled", "--as", "batch_all_triplet_loss",
+    status, out, err = cli_run(workdir, ["outcands:doubled", "--as", "batch_all_triplet_loss",
                                       "--examples", "5", "--format", "json"],
                             capsys, monkeypatch)
     assert status == 1, err
@@ -202,7 +195,7 @@ def test_json_of_one_candidate_matches_the_documented_schema(workdir, capsys, mo
     np.testing.assert_allclose(cx["candidate_value"][0], 2 * cx["reference_value"][0])
     assert data["findings"][0] == cx
 
-    status, out, _ = main(workdir, ["outcands:right", "--as", "batch_all_triplet_loss",
+    status, out, _ = cli_run(workdir, ["outcands:right", "--as", "batch_all_triplet_loss",
                                     "--examples", "3", "--format", "json"],
                           capsys, monkeypatch)
     data = json.loads(out)
@@ -211,7 +204,7 @@ def test_json_of_one_candidate_matches_the_documented_schema(workdir, capsys, mo
 
 
 def test_json_of_the_table_matches_the_documented_schema(workdir, capsys, monkeypatch):
-    status, out, _ = main(workdir, ["--only", "numpy.center_loss", "--examples", "3",
+    status, out, _ = cli_run(workdir, ["--only", "numpy.center_loss", "--examples", "3",
                                     "--format", "json", "--no-progress"], capsys, monkeypatch)
     data = json.loads(out)
     check_schema(data, doc_schema("table"))
@@ -243,10 +236,10 @@ def test_non_finite_numbers_become_strings():
 
 
 def test_piped_output_is_markdown_and_text_on_request(workdir, capsys, monkeypatch):
-    _, out, _ = main(workdir, ["--only", "numpy.center_loss", "--examples", "2",
+    _, out, _ = cli_run(workdir, ["--only", "numpy.center_loss", "--examples", "2",
                                "--no-progress"], capsys, monkeypatch)
     assert out.startswith("| implementation | vs preset | vs reference |")
-    _, out, _ = main(workdir, ["--only", "numpy.center_loss", "--examples", "2",
+    _, out, _ = cli_run(workdir, ["--only", "numpy.center_loss", "--examples", "2",
                                "--no-progress", "--format", "text", "--width", "40"],
                      capsys, monkeypatch)
     assert max(map(len, out.splitlines())) <= 40
@@ -316,7 +309,7 @@ def test_a_report_says_no_grad_not_grad_false(workdir, capsys, monkeypatch):
     pytest.importorskip("torch")
     (workdir / "floatcand.py").write_text(
         "import torch\n\n\ndef as_float(x, labels):\n    return float(x.sum())\n")
-    status, out, err = main(workdir, ["floatcand:as_float", "--as", "batch_all_triplet_loss",
+    status, out, err = cli_run(workdir, ["floatcand:as_float", "--as", "batch_all_triplet_loss",
                                       "--framework", "torch",
                                       "--examples", "3"], capsys, monkeypatch)
     assert status == 1, err
