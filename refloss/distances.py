@@ -142,7 +142,7 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
         # A flagged entry has x̂·ŷ >= 1 − tol > 0, so both rows are non-zero.
         flag = d <= _tol(xp, x.dtype, x.shape[1])
         if self_pairs:
-            eye = _eye(xp, x.shape[0], x)
+            eye = _eye(xp, x.shape[0], x.shape[0], x)
             d = xp.where(eye & xres[2][:, None], 0.0, d)
             flag = flag & ~eye
         search = _copy_search(xp, xhat, None if self_pairs else yhat, None, fetch, static)
@@ -220,9 +220,7 @@ def _gemm_block(xp, xb, yc, nxb, ny, p, metric, tol, offset):
     flag = d2 <= tol * scale + tiny
     del scale
     if offset is not None:
-        dev = _device_of(xb)
-        eye = (xp.arange(offset, offset + xb.shape[0], device=dev)[:, None]
-               == xp.arange(yc.shape[0], device=dev)[None, :])
+        eye = _eye(xp, xb.shape[0], yc.shape[0], xb, offset)
         d2 = xp.where(eye, 0.0, d2)
         flag = flag & ~eye
     if metric == "sqeuclidean":
@@ -887,9 +885,12 @@ def _power_of_two_at_most(xp, v):
     return xp.max(xp.where(table <= v, table, table[0]))
 
 
-def _eye(xp, n, like):
-    r = xp.arange(n, device=_device_of(like))
-    return r[:, None] == r[None, :]
+def _eye(xp, rows, cols, like, offset=0):
+    """The diagonal of a block: rows offset .. offset + rows - 1 against
+    columns 0 .. cols - 1 (a rows × cols bool array)."""
+    dev = _device_of(like)
+    return (xp.arange(offset, offset + rows, device=dev)[:, None]
+            == xp.arange(cols, device=dev)[None, :])
 
 
 def _safe_sqrt(xp, d2):
