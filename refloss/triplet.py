@@ -579,7 +579,7 @@ def _semihard_compact(xp, d, neg, tab):
     read off a stable sort (the first of its run of equal values), so that
     the backward needs no count read back (:func:`_semihard_grad_compact`).
     Rows are independent: the sorts run in a few row blocks
-    (:func:`_row_ranges`), so no B×B sorted array or order is ever held
+    (:func:`~refloss._ops.row_ranges`), so no B×B sorted array or order is ever held
     whole (peak memory, and on the CPU fewer fresh B×B allocations).
     """
     with_order = tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp)
@@ -1021,7 +1021,7 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol):
     Sorted negatives s_0 <= s_1 <= ... of anchor a, shifted by s_0 (which
     keeps the prefix sums small and their cancellation harmless), prefix sums
     P; with k = #{n : s_n < t}: ``S = k (t - s_0) - P[k]``. Rows are
-    independent: the work runs in a few row blocks (:func:`_row_ranges`), so
+    independent: the work runs in a few row blocks (:func:`~refloss._ops.row_ranges`), so
     that its sort orders and index arrays never exist at full B×B size.
     """
     s_parts, k_parts, n_nonzero = [], [], 0
@@ -1072,7 +1072,7 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
     Only sorted *values* are needed (the sum over the k smallest negatives
     does not care which columns they are), so the row-wise work is one
     ``sort``, one ``cumulative_sum`` and B·W searches, in a few row blocks
-    (:func:`_row_ranges`: no B×B sorted array or prefix sum held whole).
+    (:func:`~refloss._ops.row_ranges`: no B×B sorted array or prefix sum held whole).
     """
     s_parts, k_parts, n_nonzero = [], [], 0
     for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
@@ -1141,7 +1141,7 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None)
 
 
 def _by_row_blocks(xp, block, rows, width, like):
-    """``concat([block(r0, r1), ...])`` over :func:`_row_ranges`: the index
+    """``concat([block(r0, r1), ...])`` over :func:`~refloss._ops.row_ranges`: the index
     arrays of a row-wise search (int64, twice a float32) then never exist at
     full B×B size (peak memory), and the number of blocks does not grow with B."""
     return _concat_rows(xp, [block(r0, r1) for r0, r1 in _ops.row_ranges(like, rows, width)])
@@ -1183,7 +1183,7 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
 
 
 def _soft_blocks(like, rows, per_row):
-    """Anchor blocks ``[(a0, a1), ...]`` of at most :func:`_block_elements`
+    """Anchor blocks ``[(a0, a1), ...]`` of at most :func:`~refloss._ops.block_elements`
     triplets (``per_row`` triplets per anchor), at least one anchor each."""
     per = max(1, _ops.block_elements(like, like.shape[0] * like.shape[1]) // max(per_row, 1))
     return [(s, min(s + per, rows)) for s in range(0, rows, per)]
