@@ -67,6 +67,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from array_api_compat import device as _device
+from array_api_compat import is_numpy_namespace
 
 from . import _checks, _ops
 from .distances import METRICS, paired_backward, paired_forward
@@ -82,7 +83,10 @@ from .mining import (
     embed_backward,
     embed_forward,
     label_masks,
+    packs_rows,
     row_searchsorted,
+    stable_row_sort,
+    sum_by_column,
 )
 from .normalization import normalize_backward, normalize_forward
 from .reductions import REDUCTIONS, nonzero_tolerance, reduce_backward, reduce_forward
@@ -575,14 +579,18 @@ def _semihard_compact(xp, d, neg, tab):
     For classes wider than the loop width: on the host libraries ``tied``
     (B×W) marks the pairs whose d_an* is shared by more than one negative,
     where n* must be chosen by index (the lowest), and n* is None; elsewhere
-    ``tied`` is None and n* (B×W) is the lowest-index negative at d_an*,
-    read off a stable sort (the first of its run of equal values), so that
-    the backward needs no count read back (:func:`_semihard_grad_compact`).
+    (and on NumPy float32, whose stable order costs about two value sorts:
+    :func:`~refloss.mining.stable_row_sort`) ``tied`` is None and n* (B×W)
+    is the lowest-index negative at d_an*, read off a stable sort (the first
+    of its run of equal values), so that the backward needs no count read
+    back and no row-wise search (:func:`_semihard_grad_compact`).
     Rows are independent: the sorts run in a few row blocks
     (:func:`~refloss._ops.row_ranges`), so no B×B sorted array or order is ever held
     whole (peak memory, and on the CPU fewer fresh B×B allocations).
     """
-    with_order = tab.width > _LOOP_WIDTH and not _checks.reads_are_cheap(xp)
+    with_order = tab.width > _LOOP_WIDTH and (
+        not _checks.reads_are_cheap(xp) or packs_rows(xp, d)
+    )
     # per-row quantities once, outside the blocks (ops per call)
     n_neg = xp.count_nonzero(neg, axis=1)
     last = _ops.clip(xp, n_neg - 1, 0, None)  # n_neg <= B: the upper bound holds
@@ -606,10 +614,7 @@ def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_or
     b = d.shape[1]  # the columns: positions in a sorted row
     order = None
     if with_order:
-        neg_d = xp.where(neg, d, float("inf"))
-        order = xp.argsort(neg_d, axis=1, stable=True)
-        sorted_neg = xp.take_along_axis(neg_d, order, axis=1)
-        del neg_d
+        sorted_neg, order = stable_row_sort(xp, xp.where(neg, d, float("inf")))
     else:
         # values only: an unstable sort gives the same array, several times faster
         sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
@@ -633,7 +638,10 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
     (a, n*), n* the lowest-index negative at distance d_an*.
 
     Up to the loop width, n* is found by index for every table column
-    (:func:`_by_index_rows`). Wider classes match by value: where
+    (:func:`_by_index_rows`). Where the forward kept n* (wide classes off
+    the host libraries, and NumPy float32), the weights are summed by n*:
+    one ``bincount`` on NumPy (:func:`~refloss.mining.sum_by_column`), else
+    by value with the column index as the value. Other wide classes match by value: where
     d_an* is held by one negative only, n* is *the* negative at that
     distance (:func:`_by_value_rows`); the few pairs whose d_an* is
     shared by several negatives (exact float ties, common in float32 at
@@ -644,6 +652,10 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
     """
     if tab.width <= _LOOP_WIDTH:
         parts = [_by_index_rows(xp, d, neg, d_an, weights)]
+    elif n_star is not None and is_numpy_namespace(xp):
+        # n* known per pair: the weights summed by n* in one bincount
+        b = d.shape[1]
+        parts = [lambda r0, r1: sum_by_column(n_star[r0:r1, :], weights[r0:r1, :], b)]
     elif n_star is not None:
         # n* known per pair (off the host libraries, where reading the tie
         # passes' count back would stall the backward): the weights summed

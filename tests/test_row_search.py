@@ -15,7 +15,7 @@ import pytest
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 from helpers import to_numpy
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -181,3 +181,59 @@ def test_the_portable_search_runs_the_same_ops_at_every_size():
 def test_row_search_rejects_an_unknown_side(numpy_backend):
     with pytest.raises(ValueError, match=r"^side: expected one of"):
         row_searchsorted(numpy_backend.xp, np.zeros((1, 2)), np.zeros((1, 1)), side="middle")
+
+
+# --------------------------------------------------------------------------
+# stable_row_sort, sum_by_column: the sorted order and the scatter-add that
+# the semi-hard table path uses on NumPy (DESIGN.md "Ties")
+
+# (no subnormals: XLA on CPU flushes them to zero)
+SORT_POOL = [-math.inf, -2.0, -2e-38, -0.0, 0.0, 2e-38, 0.5, 1.0, 3e38, math.inf,
+             math.nan, -math.nan]
+
+
+def o_stable_order(a):
+    """Each row's column indices ordered by (value, column), -0.0 == 0.0 and
+    every NaN equal and last: a transcription of a stable sort."""
+    def key(row, i):
+        v = float(row[i])
+        return (math.isnan(v), 0.0 if math.isnan(v) else v, i)
+    return np.array([sorted(range(a.shape[1]), key=lambda i, r=r: key(r, i)) for r in a],
+                    dtype=np.int64).reshape(a.shape)
+
+
+@example(a=np.array([[1.0, 0.0, -0.0, 0.0]], dtype=np.float32))  # the signs of zero
+@example(a=np.array([[-np.nan, 1.0, np.nan, -1.0]], dtype=np.float32))  # NaN of either sign
+@given(a=st.integers(0, 4).flatmap(lambda r: st.integers(0, 24).flatmap(
+    lambda n: hnp.arrays(st.sampled_from([np.float32, np.float64]), (r, n),
+                         elements=st.sampled_from(SORT_POOL)))))
+def test_stable_row_sort_orders_by_value_then_column(backend, a):
+    from refloss.mining import stable_row_sort
+
+    if backend.name.startswith("array_api_strict") and np.isnan(a).any():
+        pytest.skip("the standard leaves the place of NaN in a sort unspecified")
+    values, order = stable_row_sort(backend.xp, backend.asarray(a))
+    expected = o_stable_order(a)
+    np.testing.assert_array_equal(to_numpy(order), expected)
+    want = np.take_along_axis(a, expected, axis=1)
+    np.testing.assert_array_equal(to_numpy(values) + 0.0, want + 0.0)  # zeros of either sign
+    assert to_numpy(values).dtype == a.dtype
+
+
+@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
+    lambda width: st.tuples(
+        hnp.arrays(np.int64, (r, 6), elements=st.integers(0, width - 1)),
+        hnp.arrays(st.sampled_from([np.float32, np.float64]), (r, 6),
+                   elements=st.floats(-4, 4, width=32)),
+        st.just(width)))))
+def test_sum_by_column_adds_each_weight_at_its_column(data):
+    from refloss.mining import sum_by_column
+
+    columns, weights, width = data
+    expected = np.zeros((columns.shape[0], width), dtype=np.float64)
+    for r in range(columns.shape[0]):
+        for j in range(columns.shape[1]):
+            expected[r, columns[r, j]] += float(weights[r, j])
+    got = sum_by_column(columns, weights, width)
+    assert got.dtype == weights.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected.astype(weights.dtype))

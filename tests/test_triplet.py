@@ -661,6 +661,27 @@ def test_large_classes_with_ties_match_brute_force(backend, kind, sizes, reducti
     assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+@pytest.mark.parametrize("kind", ["batch_all", "semihard"])
+def test_large_classes_with_ties_in_float32_match_brute_force(backend, kind, reduction):
+    """float32 wide classes with exact ties (small integer coordinates: the
+    same ties as in float64; B = 16 keeps the centred GEMM exact) take the
+    float32 paths (on NumPy a stable order from packed 64-bit keys, and the
+    semi-hard weights summed by n* in one bincount); n* is still the
+    lowest-index negative at d_an*."""
+    rng = np.random.default_rng(3)
+    labels = rng.permutation(np.repeat(np.arange(3), [10, 4, 2]))
+    x = rng.integers(-2, 3, size=(labels.shape[0], 2)).astype(np.float32)
+    g = upstream(rng, out_shape(kind, x.shape[0], reduction))
+    expected, expected_grad = o_loss(x.astype(np.float64), labels, kind, margin=0.5,
+                                     reduction=reduction, g=g)
+    g32 = g.astype(np.float32) if isinstance(g, np.ndarray) else g
+    value, (gx, _) = run(backend, LOSSES[kind], (backend.asarray(x), backend.asarray(labels)),
+                         g32, margin=0.5, reduction=reduction)
+    assert_close(value, expected, backend, dtype="float32", **tolerance("float32"))
+    assert_close(gx, expected_grad, backend, dtype="float32", **tolerance("float32"))
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean_nonzero"])
 @pytest.mark.parametrize("kind", ["batch_all", "semihard"])
 def test_wide_class_gradient_matches_finite_differences_and_torch_autograd(kind, reduction):
