@@ -13,7 +13,9 @@ ops and kernel launches) does not grow with B while their working arrays
 stay a fraction of one B×B matrix (peak memory); never smaller than the
 floor: 2²² elements on CPU arrays (a block is a few ms of streaming work,
 so its ~20 ops cost nothing), 2²⁴ on accelerators (each op is a kernel
-launch of ~10 µs host time).
+launch of ~10 µs host time). ``RowBlocks`` carries a B×B result (∂L/∂D) as
+those blocks from the loss's backward into the distance backward, which
+consumes it block by block: it is never joined into one B×B array.
 """
 
 from __future__ import annotations
@@ -67,3 +69,22 @@ def row_ranges(like: Any, rows: int, width: int) -> list[tuple[int, int]]:
     array (:func:`block_elements` of ``like``'s device)."""
     step = max(1, block_elements(like, rows * width) // max(width, 1))
     return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+
+
+class RowBlocks:
+    """A ``rows × width`` array given as its row blocks: ``parts[i]`` holds
+    rows ``ranges[i][0]:ranges[i][1]``, the ranges :func:`row_ranges` gives.
+
+    Never joined by its producer: a consumer that walks the same ranges
+    takes the parts as they are (no B×B concatenation, no fresh B×B
+    allocation); any other consumer calls :meth:`whole`.
+    """
+
+    __slots__ = ("parts", "ranges")
+
+    def __init__(self, ranges: list[tuple[int, int]], parts: list[Any]) -> None:
+        self.ranges, self.parts = list(ranges), list(parts)
+
+    def whole(self, xp: Any) -> Any:
+        """The array itself (one concatenation)."""
+        return self.parts[0] if len(self.parts) == 1 else xp.concat(self.parts, axis=0)

@@ -271,7 +271,8 @@ def embed_forward(xp: Any, x: Any, metric: str, normalize: bool, fetch: Any = No
 
 
 def embed_backward(xp: Any, residuals: Any, g: Any) -> Any:
-    """∂L/∂x from G = ∂L/∂D (B×B, or the b×B block): two GEMMs, then the
+    """∂L/∂x from G = ∂L/∂D (B×B, or the b×B block; an array or its row
+    blocks, :class:`~refloss._ops.RowBlocks`): two GEMMs, then the
     normalisation's chain rule. A block's rows receive the gradient of both
     their roles (anchor row and column), joined by concatenation, not scatter."""
     nres, dres = residuals[0], residuals[1]

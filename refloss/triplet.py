@@ -633,9 +633,11 @@ def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_or
     return valid, d_an, tied, n_star
 
 
-def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star=None):
-    r"""``G = ∂L/∂D`` for the table path: +W_ap at (a, p), and -W_ap at
-    (a, n*), n* the lowest-index negative at distance d_an*.
+def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star=None,
+                           scale=None):
+    r"""``G = scale · ∂L/∂D`` for the table path (row blocks,
+    :class:`~refloss._ops.RowBlocks`, or one array): +W_ap at (a, p), and
+    -W_ap at (a, n*), n* the lowest-index negative at distance d_an*.
 
     Up to the loop width, n* is found by index for every table column
     (:func:`_by_index_rows`). Where the forward kept n* (wide classes off
@@ -669,7 +671,7 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
         if values.shape[1] > _TIED_PASSES:
             dense_w = tab.to_dense(xp, weights, pos)
             sel = SemiHard(xp, d, labels[0], offset=labels[1])
-            return dense_w - _semihard_negative_weights(xp, d, sel, dense_w)
+            return _scaled(dense_w - _semihard_negative_weights(xp, d, sel, dense_w), scale)
         parts = [_by_value_rows(xp, d, neg, d_an, xp.where(tied, 0.0, weights))]
         if values.shape[1]:
             parts.append(_by_index_rows(xp, d, neg, values, w_tied))
@@ -680,7 +682,7 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
             out = out - rows(r0, r1)
         return out
 
-    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
+    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d, scale=scale, joined=False)
 
 
 def _distinct_tied_values(xp, values, weights, tied):
@@ -785,10 +787,9 @@ def _semihard_bwd(residuals, g):
         else:
             weights, scale = _upstream(xp, rres, g, active, d.dtype)
         gd = _semihard_grad_compact(
-            xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star
+            xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star, scale
         )
         del tab, pos, neg, weights
-        gd = _scaled(gd, scale)  # rebound: the unscaled G is freed
         gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
     weights, scale = _upstream(xp, rres, g, active, d.dtype)
@@ -1010,9 +1011,11 @@ def _batch_all_bwd(residuals, g):
         gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights)
         del weights
         scale = None
-    elif tab is not None:  # scalar reductions: unit weights
-        gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab)
-        scale = reduce_backward(xp, rres, g, g)
+    elif tab is not None:  # scalar reductions: unit weights, scaled per row block
+        gd = _batch_all_hinge_grad_compact(
+            xp, d, pos, neg, k, margin, tab, scale=reduce_backward(xp, rres, g, g)
+        )
+        scale = None
     elif rres[0] == "none":
         gd = _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g)
         scale = None
@@ -1102,10 +1105,12 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
     return _concat_rows(xp, s_parts), _concat_rows(xp, k_parts), n_nonzero
 
 
-def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None):
+def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None, scale=None):
     r"""``G_ap = W_ap k_ap`` and ``G_an = -Σ_{p : d_ap + m > d_an} W_ap`` over the
-    B×W table, W the upstream weights (``weights``, B×W and 0 off the
-    positives, for "none"; 1 for a scalar reduction, ``weights`` None) —
+    B×W table, times ``scale`` (None: 1), as row blocks
+    (:class:`~refloss._ops.RowBlocks`), W the upstream weights (``weights``,
+    B×W and 0 off the positives, for "none"; 1 for a scalar reduction,
+    ``weights`` None) —
     W passes of a comparison for small classes, else a row-wise search of
     every d_an among the sorted thresholds, with prefix sums of their
     weights (``Σ_{t > d_an} W = CW[W] - CW[#{t <= d_an}]``)."""
@@ -1149,14 +1154,18 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None)
         g_an = xp.where(neg[r0:r1, :], above(r0, r1), 0.0)
         return tab.to_dense(xp, kw[r0:r1, :], pos[r0:r1, :]) - g_an
 
-    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d)
+    return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d, scale=scale, joined=False)
 
 
-def _by_row_blocks(xp, block, rows, width, like):
-    """``concat([block(r0, r1), ...])`` over :func:`~refloss._ops.row_ranges`: the index
-    arrays of a row-wise search (int64, twice a float32) then never exist at
-    full B×B size (peak memory), and the number of blocks does not grow with B."""
-    return _concat_rows(xp, [block(r0, r1) for r0, r1 in _ops.row_ranges(like, rows, width)])
+def _by_row_blocks(xp, block, rows, width, like, *, scale=None, joined=True):
+    """``concat([scale * block(r0, r1), ...])`` over :func:`~refloss._ops.row_ranges`
+    (``scale`` None: 1), or with ``joined=False`` the blocks themselves as
+    :class:`~refloss._ops.RowBlocks`: the index arrays of a row-wise search
+    (int64, twice a float32) then never exist at full B×B size (peak
+    memory), and the number of blocks does not grow with B."""
+    ranges = _ops.row_ranges(like, rows, width)
+    parts = [_scaled(block(r0, r1), scale) for r0, r1 in ranges]
+    return _concat_rows(xp, parts) if joined else _ops.RowBlocks(ranges, parts)
 
 
 def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
