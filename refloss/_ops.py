@@ -72,19 +72,21 @@ def row_ranges(like: Any, rows: int, width: int) -> list[tuple[int, int]]:
 
 
 class RowBlocks:
-    """A ``rows × width`` array given as its row blocks: ``parts[i]`` holds
-    rows ``ranges[i][0]:ranges[i][1]``, the ranges :func:`row_ranges` gives.
+    """A ``rows × width`` array given by its row blocks, made on demand:
+    ``make(r0, r1)`` returns rows ``r0:r1`` for each of ``ranges`` (the
+    ranges :func:`row_ranges` gives).
 
-    Never joined by its producer: a consumer that walks the same ranges
-    takes the parts as they are (no B×B concatenation, no fresh B×B
-    allocation); any other consumer calls :meth:`whole`.
+    A consumer that walks the same ranges makes one block at a time and lets
+    it go before the next (one block alive instead of the whole array, and
+    no B×B concatenation); any other consumer calls :meth:`whole`.
     """
 
-    __slots__ = ("parts", "ranges")
+    __slots__ = ("make", "ranges")
 
-    def __init__(self, ranges: list[tuple[int, int]], parts: list[Any]) -> None:
-        self.ranges, self.parts = list(ranges), list(parts)
+    def __init__(self, ranges: list[tuple[int, int]], make: Any) -> None:
+        self.ranges, self.make = list(ranges), make
 
     def whole(self, xp: Any) -> Any:
-        """The array itself (one concatenation)."""
-        return self.parts[0] if len(self.parts) == 1 else xp.concat(self.parts, axis=0)
+        """The array itself (every block, concatenated)."""
+        parts = [self.make(r0, r1) for r0, r1 in self.ranges]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

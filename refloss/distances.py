@@ -235,15 +235,16 @@ def pairwise_backward(xp: Any, residuals: Any, g: Any):
     """``(∂L/∂x, ∂L/∂y)`` from G = ∂L/∂D; for y = x the two are summed into the first.
 
     ``g`` is an array, or :class:`~refloss._ops.RowBlocks`: its blocks are
-    folded into the GEMMs as they come when they are this backward's own
-    row blocks (euclidean metrics, no exactly recomputed pair), else joined.
+    made one at a time and folded into the GEMMs when they are this
+    backward's own row blocks (euclidean metrics, no exactly recomputed
+    pair), else joined.
     """
     metric, self_pairs, d, u, v, ures, vres, exact, p = residuals
     ranges = _ops.row_ranges(d, d.shape[0], d.shape[1])
     blocks = None
     if isinstance(g, _ops.RowBlocks):
         if metric != "cosine" and exact is None and g.ranges == ranges:
-            blocks = g.parts
+            blocks = g
         else:
             g = g.whole(xp)
     if metric == "cosine":
@@ -267,8 +268,8 @@ def pairwise_backward(xp: Any, residuals: Any, g: Any):
     # memory), and the block count does not grow with B
     row_sums, k_v = [], []
     col_sum = kt_u = None
-    for i, (r0, r1) in enumerate(ranges):
-        gb = g[r0:r1, :] if blocks is None else blocks[i]
+    for r0, r1 in ranges:
+        gb = g[r0:r1, :] if blocks is None else blocks.make(r0, r1)
         if metric == "sqeuclidean":
             kb = 2.0 * gb
         else:

@@ -132,21 +132,26 @@ def _numpy_search(s, q, side, idx):
         width -= width // 2
     flat = np.ascontiguousarray(s).reshape(-1)
     shifted = {h: flat[h:] for h in halves}  # shifted[h][i] == flat[i + h]
+    # 32-bit positions where they fit: half the memory traffic of each round
+    pos_dtype = np.int32 if flat.shape[0] < (1 << 31) else np.intp
+    steps = {h: pos_dtype(h) for h in halves}
     out = np.empty((rows, m), dtype=idx)
     for r0, r1 in _chunks(rows, _SEARCH_ELEMENTS_CPU // m):
         qb = q[r0:r1, :]
-        start = (np.arange(r0, r1, dtype=np.intp) * n)[:, None]
-        # invariant: the answer for each query lies in [pos, pos + width]
+        start = (np.arange(r0, r1, dtype=pos_dtype) * pos_dtype(n))[:, None]
+        # invariant: the answer for each query lies in [pos, pos + width], so
+        # every position read is inside its row ("wrap" never wraps; it is
+        # the cheapest mode that writes to ``out`` unbuffered)
         pos = np.repeat(start, m, axis=1)
         val = np.empty(qb.shape, dtype=s.dtype)
         hit = np.empty(qb.shape, dtype=bool)
         step = np.empty_like(pos)
         for h in halves:
-            np.take(shifted[h], pos, out=val, mode="clip")
+            np.take(shifted[h], pos, out=val, mode="wrap")
             below(val, qb, out=hit)
-            np.multiply(hit, h, out=step)
+            np.multiply(hit, steps[h], out=step)
             pos += step
-        np.take(flat, pos, out=val, mode="clip")
+        np.take(flat, pos, out=val, mode="wrap")
         below(val, qb, out=hit)
         pos -= start
         pos += hit

@@ -633,7 +633,7 @@ def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_or
     return valid, d_an, tied, n_star
 
 
-def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star=None,
+def _semihard_grad_compact(xp, d, tab, masks, d_an, weights, tied, labels, n_star=None,
                            scale=None):
     r"""``G = scale · ∂L/∂D`` for the table path (row blocks,
     :class:`~refloss._ops.RowBlocks`, or one array): +W_ap at (a, p), and
@@ -650,11 +650,16 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
     large B) are then found by index, one pass per distinct tied value of
     the row that has the most (:func:`_distinct_tied_values`). When some
     row has more than ``_TIED_PASSES`` of them, the dense sorted-order path
-    is cheaper.
+    is cheaper. ``masks(r0, r1)`` gives the positive and negative masks of
+    rows r0..r1-1: made per block where nothing needs them whole (peak memory).
     """
+    by_count = n_star is not None and is_numpy_namespace(xp)
+    pos = neg = None
+    if not by_count:  # these paths index the masks across rows
+        pos, neg = masks(0, d.shape[0])
     if tab.width <= _LOOP_WIDTH:
         parts = [_by_index_rows(xp, d, neg, d_an, weights)]
-    elif n_star is not None and is_numpy_namespace(xp):
+    elif by_count:
         # n* known per pair: the weights summed by n* in one bincount
         b = d.shape[1]
         parts = [lambda r0, r1: sum_by_column(n_star[r0:r1, :], weights[r0:r1, :], b)]
@@ -677,7 +682,8 @@ def _semihard_grad_compact(xp, d, tab, pos, neg, d_an, weights, tied, labels, n_
             parts.append(_by_index_rows(xp, d, neg, values, w_tied))
 
     def block(r0, r1):  # G's rows r0..r1-1: its B×B temporaries stay blocks
-        out = tab.to_dense(xp, weights[r0:r1, :], pos[r0:r1, :])
+        pos_rows = masks(r0, r1)[0] if pos is None else pos[r0:r1, :]
+        out = tab.to_dense(xp, weights[r0:r1, :], pos_rows)
         for rows in parts:
             out = out - rows(r0, r1)
         return out
@@ -779,7 +785,10 @@ def _semihard_bwd(residuals, g):
     if isinstance(sel, tuple):
         width, d_an, tied, labels, n_star = sel
         tab = PositiveTable(xp, d, labels[0], width=width, offset=labels[1])
-        pos, neg, _ = label_masks(xp, labels[0], d, labels[1])
+
+        def masks(r0, r1):  # the label masks of rows r0..r1-1
+            return label_masks(xp, labels[0], d[r0:r1, :], labels[1] + r0)[:2]
+
         if rres[0] == "none":  # g is B×B, the table B×W
             g_tab = xp.take_along_axis(g, tab.members, axis=1)
             weights, scale = xp.where(active, g_tab, 0.0), None
@@ -787,9 +796,9 @@ def _semihard_bwd(residuals, g):
         else:
             weights, scale = _upstream(xp, rres, g, active, d.dtype)
         gd = _semihard_grad_compact(
-            xp, d, tab, pos, neg, d_an, weights, tied, labels, n_star, scale
+            xp, d, tab, masks, d_an, weights, tied, labels, n_star, scale
         )
-        del tab, pos, neg, weights
+        del tab, weights
         gx = embed_backward(xp, eres, gd)
         return xp.astype(gx, dtype), None
     weights, scale = _upstream(xp, rres, g, active, d.dtype)
@@ -959,7 +968,7 @@ def _batch_all_fwd(
         # the per-pair sums in the B×W table ("none" spreads them to B×B at
         # the end: the dense path would sort B×B thresholds in the backward)
         tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
-        terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol)
+        terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, margin, tol)
         if reduction == "none":
             terms = tab.to_dense(xp, terms, pos)
         state = (xp.astype(k, d.dtype), margin)  # exact: k <= B < 2^24
@@ -991,11 +1000,26 @@ def _batch_all_bwd(residuals, g):
     if not isinstance(res, tuple):  # empty batch
         return res, None
     eres, d, (labels, offset, upper, width), state, rres = res
-    pos, neg, _ = _batch_all_masks(xp, labels, d, offset, upper)
     tab = None
     if width is not None:
         tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
-    if isinstance(state[0], str):  # soft margin
+    soft = isinstance(state[0], str)
+    if tab is not None and not soft:
+        k, margin = state
+
+        def masks(r0, r1):  # G's rows r0..r1-1 only: no B×B mask is held (peak memory)
+            return _batch_all_masks(xp, labels, d[r0:r1, :], offset + r0, upper)[:2]
+
+        if rres[0] == "none":  # g is B×B, the table B×W
+            weights = xp.where(tab.valid, xp.take_along_axis(g, tab.members, axis=1), 0.0)
+            gd = _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights)
+        else:  # scalar reductions: unit weights, scaled per row block
+            gd = _batch_all_hinge_grad_compact(
+                xp, d, masks, k, margin, tab, scale=reduce_backward(xp, rres, g, g)
+            )
+        return xp.astype(embed_backward(xp, eres, gd), dtype), None
+    pos, neg, _ = _batch_all_masks(xp, labels, d, offset, upper)
+    if soft:
         if tab is not None and rres[0] == "none":  # g is B×B, the table B×W
             weights = xp.where(tab.valid, xp.take_along_axis(g, tab.members, axis=1), 0.0)
             scale = None
@@ -1006,17 +1030,7 @@ def _batch_all_bwd(residuals, g):
         gd = _scaled(gd, scale)
         return xp.astype(embed_backward(xp, eres, gd), dtype), None
     k, margin = state
-    if tab is not None and rres[0] == "none":  # g is B×B, the table B×W
-        weights = xp.where(tab.valid, xp.take_along_axis(g, tab.members, axis=1), 0.0)
-        gd = _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights)
-        del weights
-        scale = None
-    elif tab is not None:  # scalar reductions: unit weights, scaled per row block
-        gd = _batch_all_hinge_grad_compact(
-            xp, d, pos, neg, k, margin, tab, scale=reduce_backward(xp, rres, g, g)
-        )
-        scale = None
-    elif rres[0] == "none":
+    if rres[0] == "none":
         gd = _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g)
         scale = None
     else:
@@ -1071,17 +1085,24 @@ def _count_above(xp, sorted_neg, t, tol, valid, k):
     return xp.sum(xp.where(valid, row_searchsorted(xp, sorted_neg, t - tol, side="left"), 0))
 
 
-def _sorted_negatives(xp, d, neg, n_neg, cols):
+def _sorted_negatives(xp, d, neg, n_neg):
     """``(sorted_neg, first, prefix)``: each row's negative distances sorted
-    (+inf past them), the smallest s_0, and prefix sums of s - s_0."""
+    (+inf past them), the smallest s_0, and the inclusive prefix sums of
+    s - s_0, ``prefix[i] = Σ_{j <= i} (s_j - s_0)``: +inf past the negatives,
+    where no count k = #{s < t} of a threshold t reaches (k <= n_neg)."""
     sorted_neg = xp.sort(xp.where(neg, d, float("inf")), axis=1, stable=False)
     first = xp.where(n_neg > 0, sorted_neg[:, 0], 0.0)
-    shifted = xp.where(cols[None, :] < n_neg[:, None], sorted_neg - first[:, None], 0.0)
-    prefix = xp.cumulative_sum(shifted, axis=1, include_initial=True)
+    prefix = xp.cumulative_sum(sorted_neg - first[:, None], axis=1)
     return sorted_neg, first, prefix
 
 
-def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
+def _sum_below(xp, prefix, k):
+    """``Σ_{j < k} (s_j - s_0)`` from the inclusive prefix sums (0 for k = 0)."""
+    at = xp.take_along_axis(prefix, _ops.clip(xp, k - 1, 0, None), axis=1)
+    return xp.where(k > 0, at, 0.0)
+
+
+def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, margin, tol):
     r""":func:`_batch_all_hinge` on the positive table: ``(S, k, count)``, S and k B×W.
 
     Only sorted *values* are needed (the sum over the k smallest negatives
@@ -1092,23 +1113,24 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, cols, margin, tol):
     s_parts, k_parts, n_nonzero = [], [], 0
     for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
         sorted_neg, first, prefix = _sorted_negatives(
-            xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1], cols
+            xp, d[r0:r1, :], neg[r0:r1, :], n_neg[r0:r1]
         )
         t, valid = tab.d[r0:r1, :] + margin, tab.valid[r0:r1, :]
         k = xp.where(valid, row_searchsorted(xp, sorted_neg, t, side="left"), 0)
         n_nonzero = n_nonzero + _count_above(xp, sorted_neg, t, tol, valid, k)
         del sorted_neg
-        s = xp.astype(k, d.dtype) * (t - first[:, None]) - xp.take_along_axis(prefix, k, axis=1)
+        s = xp.astype(k, d.dtype) * (t - first[:, None]) - _sum_below(xp, prefix, k)
         del prefix
         s_parts.append(xp.where(s > 0, s, 0.0))
         k_parts.append(k)
     return _concat_rows(xp, s_parts), _concat_rows(xp, k_parts), n_nonzero
 
 
-def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None, scale=None):
+def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, scale=None):
     r"""``G_ap = W_ap k_ap`` and ``G_an = -Σ_{p : d_ap + m > d_an} W_ap`` over the
     B×W table, times ``scale`` (None: 1), as row blocks
-    (:class:`~refloss._ops.RowBlocks`), W the upstream weights (``weights``,
+    (:class:`~refloss._ops.RowBlocks`; ``masks(r0, r1)`` the blocks'
+    positive and negative masks), W the upstream weights (``weights``,
     B×W and 0 off the positives, for "none"; 1 for a scalar reduction,
     ``weights`` None) —
     W passes of a comparison for small classes, else a row-wise search of
@@ -1151,21 +1173,23 @@ def _batch_all_hinge_grad_compact(xp, d, pos, neg, k, margin, tab, weights=None,
             return cr[:, tab.width][:, None] - xp.take_along_axis(cr, at_most, axis=1)
 
     def block(r0, r1):  # G's rows r0..r1-1: its B×B temporaries stay blocks
-        g_an = xp.where(neg[r0:r1, :], above(r0, r1), 0.0)
-        return tab.to_dense(xp, kw[r0:r1, :], pos[r0:r1, :]) - g_an
+        pos, neg = masks(r0, r1)
+        g_an = xp.where(neg, above(r0, r1), 0.0)
+        return tab.to_dense(xp, kw[r0:r1, :], pos) - g_an
 
     return _by_row_blocks(xp, block, d.shape[0], d.shape[1], d, scale=scale, joined=False)
 
 
 def _by_row_blocks(xp, block, rows, width, like, *, scale=None, joined=True):
     """``concat([scale * block(r0, r1), ...])`` over :func:`~refloss._ops.row_ranges`
-    (``scale`` None: 1), or with ``joined=False`` the blocks themselves as
+    (``scale`` None: 1), or with ``joined=False`` the blocks made on demand,
     :class:`~refloss._ops.RowBlocks`: the index arrays of a row-wise search
     (int64, twice a float32) then never exist at full B×B size (peak
     memory), and the number of blocks does not grow with B."""
-    ranges = _ops.row_ranges(like, rows, width)
-    parts = [_scaled(block(r0, r1), scale) for r0, r1 in ranges]
-    return _concat_rows(xp, parts) if joined else _ops.RowBlocks(ranges, parts)
+    blocks = _ops.RowBlocks(
+        _ops.row_ranges(like, rows, width), lambda r0, r1: _scaled(block(r0, r1), scale)
+    )
+    return blocks.whole(xp) if joined else blocks
 
 
 def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
