@@ -56,7 +56,8 @@ _SEARCH_ELEMENTS_CPU = 1 << 16
 
 
 def row_searchsorted(
-    xp: Any, sorted_rows: Any, queries: Any, *, side: str = "left", portable: bool = False
+    xp: Any, sorted_rows: Any, queries: Any, *, side: str = "left", portable: bool = False,
+    narrow: bool = False,
 ) -> Any:
     r"""Per row r, how many entries of ``sorted_rows[r]`` lie below each query.
 
@@ -65,7 +66,9 @@ def row_searchsorted(
     NumPy's ``searchsorted`` applied row by row. ``sorted_rows`` is ``[R, n]``
     with ascending rows (``±inf`` allowed, no NaN), ``queries`` is ``[R, m]``
     (no NaN) of the same floating dtype; the result is ``[R, m]`` in the
-    default index dtype. ``-0.0`` and ``0.0`` are equal, as in NumPy.
+    default index dtype, or in int32 with ``narrow=True`` (where n < 2³¹:
+    half the memory of a B×B result). ``-0.0`` and ``0.0`` are equal, as in
+    NumPy.
 
     Every path is batched over all rows at once (no loop over rows) and gives
     the same integers:
@@ -93,16 +96,17 @@ def row_searchsorted(
     searching", ACM J. Exp. Algorithmics 22 (2017), the branch-free search.
     """
     _checks.check_choice("side", side, SIDES)
+    narrow = _checks.check_flag("narrow", narrow) and sorted_rows.shape[1] < (1 << 31)
     if not portable and is_torch_namespace(xp):
-        return xp.searchsorted(sorted_rows, queries, side=side)
+        return xp.searchsorted(sorted_rows, queries, side=side, out_int32=narrow)
     rows, n = sorted_rows.shape
     m = queries.shape[1]
-    idx = _checks.default_index_dtype(xp, _device(queries))
+    idx = xp.int32 if narrow else _checks.default_index_dtype(xp, _device(queries))
     if rows == 0 or m == 0 or n == 0:
         return xp.zeros((rows, m), dtype=idx, device=_device(queries))
     if not portable and is_numpy_namespace(xp):
         return _numpy_search(sorted_rows, queries, side, idx)
-    return _merge_search(xp, sorted_rows, queries, side, idx)
+    return xp.astype(_merge_search(xp, sorted_rows, queries, side, idx), idx, copy=False)
 
 
 def _merge_search(xp, s, q, side, idx):

@@ -67,7 +67,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from array_api_compat import device as _device
-from array_api_compat import is_numpy_namespace
+from array_api_compat import is_numpy_namespace, is_torch_namespace
 
 from . import _checks, _ops
 from .distances import METRICS, paired_backward, paired_forward
@@ -1155,8 +1155,10 @@ def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, sc
     elif weights is None:
         sorted_t = xp.sort(t, axis=1, stable=False)
 
-        def above(r0, r1):
-            at_most = row_searchsorted(xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right")
+        def above(r0, r1):  # int32 counts: half the memory of the block's int64 ones
+            at_most = row_searchsorted(
+                xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right", narrow=True
+            )
             return tab.width - xp.astype(at_most, dt)
 
     else:
@@ -1167,8 +1169,13 @@ def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, sc
         )
         del order_t
 
+        # int32 counts where take_along_axis takes them (torch's gather wants int64)
+        narrow = not is_torch_namespace(xp)
+
         def above(r0, r1):
-            at_most = row_searchsorted(xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right")
+            at_most = row_searchsorted(
+                xp, sorted_t[r0:r1, :], d[r0:r1, :], side="right", narrow=narrow
+            )
             cr = cw[r0:r1, :]
             return cr[:, tab.width][:, None] - xp.take_along_axis(cr, at_most, axis=1)
 

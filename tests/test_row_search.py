@@ -115,6 +115,27 @@ def test_every_path_agrees_on_wide_rows_with_ties():
 
 
 @pytest.mark.parametrize("portable", [False, True])
+def test_narrow_counts_are_int32_and_the_same(backend, portable):
+    """``narrow=True``: the same counts in int32 on every path."""
+    if portable and not backend.name.startswith(("numpy", "torch")):
+        pytest.skip("the merge is this backend's only path")
+    rng = np.random.default_rng(9)
+    s = np.sort(rng.integers(0, 9, size=(6, 40)), axis=1).astype(np.float32)
+    s[:, 30:] = math.inf
+    q = rng.integers(-1, 11, size=(6, 70)).astype(np.float32)
+    for side in SIDES:
+        got = row_searchsorted(backend.xp, backend.asarray(s), backend.asarray(q), side=side,
+                               portable=portable, narrow=True)
+        assert got.dtype == backend.xp.int32
+        np.testing.assert_array_equal(to_numpy(got), o_count(s, q, side))
+
+
+def test_narrow_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"narrow: expected a bool \(True or False\), got str"):
+        row_searchsorted(np, np.zeros((1, 2)), np.zeros((1, 1)), narrow="yes")
+
+
+@pytest.mark.parametrize("portable", [False, True])
 def test_row_search_treats_the_two_zeros_as_equal(backend, portable):
     s = np.array([[-0.0, 0.0, 0.0], [-0.0, -0.0, 1.0]])
     q = np.array([[0.0, -0.0], [0.0, -0.0]])
