@@ -177,8 +177,7 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     # fresh B×B array also costs its page faults), only D and the flags whole
     tol = _tol(xp, x.dtype, x.shape[1])
     parts = [
-        _gemm_block(xp, xc[r0:r1, :], yc, nx[r0:r1], ny, p, metric, tol,
-                    r0 if self_pairs else None)
+        _gemm_block(xp, xc[r0:r1, :], yc, nx[r0:r1], ny, p, metric, tol)
         for r0, r1 in _ops.row_ranges(xc, xc.shape[0], yc.shape[0])
     ]
     if len(parts) == 1:
@@ -190,6 +189,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
         d = xp.zeros((0, yc.shape[0]), dtype=x.dtype, device=_device_of(x))
         flag = d > 0
     del parts
+    if self_pairs:  # the diagonal is 0 and never flagged: once, not per block (ops)
+        eye = _eye(xp, d.shape[0], d.shape[1], d)
+        d, flag = xp.where(eye, 0.0, d), flag & ~eye
+        del eye
     exact_value = _pair_square_distance if metric == "sqeuclidean" else _pair_distance
     search = _copy_search(xp, x, y, (xs, ys), fetch, static)
     copies = zero = None
@@ -201,10 +204,10 @@ def pairwise_forward(xp: Any, x: Any, y: Any, metric: str, fetch: Any = None):
     return d, (metric, self_pairs, d, xc, yc, x, self_y, exact, p)
 
 
-def _gemm_block(xp, xb, yc, nxb, ny, p, metric, tol, offset):
+def _gemm_block(xp, xb, yc, nxb, ny, p, metric, tol):
     """``(D, flag)`` of the rows ``xb`` (centred, divided by p) against ``yc``:
-    the GEMM form, and the entries to recompute exactly. ``offset`` is the
-    block's first row for y = x (its diagonal is 0 and never flagged)."""
+    the GEMM form, and the entries to recompute exactly (for y = x the
+    caller zeroes and unflags the diagonal)."""
     scale = nxb[:, None] + ny[None, :]
     # one B×B temporary at a time beside scale and d2 (peak memory)
     d2 = (-2.0 * xb) @ yc.T
@@ -219,10 +222,6 @@ def _gemm_block(xp, xb, yc, nxb, ny, p, metric, tol, offset):
     tiny = 4.0 * float(xp.finfo(xb.dtype).smallest_normal)
     flag = d2 <= tol * scale + tiny
     del scale
-    if offset is not None:
-        eye = _eye(xp, xb.shape[0], yc.shape[0], xb, offset)
-        d2 = xp.where(eye, 0.0, d2)
-        flag = flag & ~eye
     if metric == "sqeuclidean":
         return (d2 * p) * p, flag  # inf past the largest float; its gradient needs no D
     d = _safe_sqrt(xp, d2) * p
@@ -898,12 +897,10 @@ def _power_of_two_at_most(xp, v):
     return xp.max(xp.where(table <= v, table, table[0]))
 
 
-def _eye(xp, rows, cols, like, offset=0):
-    """The diagonal of a block: rows offset .. offset + rows - 1 against
-    columns 0 .. cols - 1 (a rows × cols bool array)."""
+def _eye(xp, rows, cols, like):
+    """The diagonal: a rows × cols bool array, True where row == column."""
     dev = _device_of(like)
-    return (xp.arange(offset, offset + rows, device=dev)[:, None]
-            == xp.arange(cols, device=dev)[None, :])
+    return xp.arange(rows, device=dev)[:, None] == xp.arange(cols, device=dev)[None, :]
 
 
 def _safe_sqrt(xp, d2):
