@@ -191,15 +191,16 @@ def packs_rows(xp: Any, a: Any) -> bool:
 def sum_by_column(columns: Any, weights: Any, width: int) -> Any:
     r"""NumPy only: ``H[r, c] = Σ_j weights[r, j] [columns[r, j] = c]``, ``[R, width]``.
 
-    One ``bincount`` of row-offset keys ``r·width + columns[r, j]``: O(R·(J
-    + width)) and deterministic (NumPy sums in index order, in float64,
-    rounded once to the weights' dtype). The portable paths sum by value
-    after a row-wise search instead (no scatter outside NumPy).
+    One unbuffered ``numpy.add.at`` on the flat keys ``r·width + columns[r, j]``:
+    O(R·(J + width)), in the weights' dtype (no float64 copy of the block),
+    and deterministic (the adds run in index order). The portable paths sum
+    by value after a row-wise search instead (no scatter outside NumPy).
     """
     rows = columns.shape[0]
     keys = columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]
-    h = np.bincount(keys.reshape(-1), weights=weights.reshape(-1), minlength=rows * width)
-    return h.reshape(rows, width).astype(weights.dtype, copy=False)
+    h = np.zeros(rows * width, dtype=weights.dtype)
+    np.add.at(h, keys.reshape(-1), weights.reshape(-1))
+    return h.reshape(rows, width)
 
 
 _SIGN = np.uint32(1 << 31)

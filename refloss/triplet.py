@@ -642,7 +642,7 @@ def _semihard_grad_compact(xp, d, tab, masks, d_an, weights, tied, labels, n_sta
     Up to the loop width, n* is found by index for every table column
     (:func:`_by_index_rows`). Where the forward kept n* (wide classes off
     the host libraries, and NumPy float32), the weights are summed by n*:
-    one ``bincount`` on NumPy (:func:`~refloss.mining.sum_by_column`), else
+    one ``numpy.add.at`` on NumPy (:func:`~refloss.mining.sum_by_column`), else
     by value with the column index as the value. Other wide classes match by value: where
     d_an* is held by one negative only, n* is *the* negative at that
     distance (:func:`_by_value_rows`); the few pairs whose d_an* is
@@ -660,7 +660,7 @@ def _semihard_grad_compact(xp, d, tab, masks, d_an, weights, tied, labels, n_sta
     if tab.width <= _LOOP_WIDTH:
         parts = [_by_index_rows(xp, d, neg, d_an, weights)]
     elif by_count:
-        # n* known per pair: the weights summed by n* in one bincount
+        # n* known per pair: the weights summed by n* in one scatter-add
         b = d.shape[1]
         parts = [lambda r0, r1: sum_by_column(n_star[r0:r1, :], weights[r0:r1, :], b)]
     elif n_star is not None:

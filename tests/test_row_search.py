@@ -251,10 +251,10 @@ def test_sum_by_column_adds_each_weight_at_its_column(data):
     from refloss.mining import sum_by_column
 
     columns, weights, width = data
-    expected = np.zeros((columns.shape[0], width), dtype=np.float64)
-    for r in range(columns.shape[0]):
+    expected = np.zeros((columns.shape[0], width), dtype=weights.dtype)
+    for r in range(columns.shape[0]):  # in index order, in the weights' dtype
         for j in range(columns.shape[1]):
-            expected[r, columns[r, j]] += float(weights[r, j])
+            expected[r, columns[r, j]] += weights[r, j]
     got = sum_by_column(columns, weights, width)
     assert got.dtype == weights.dtype and got.shape == expected.shape
-    np.testing.assert_array_equal(got, expected.astype(weights.dtype))
+    np.testing.assert_array_equal(got, expected)

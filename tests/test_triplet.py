@@ -667,7 +667,7 @@ def test_large_classes_with_ties_in_float32_match_brute_force(backend, kind, red
     """float32 wide classes with exact ties (small integer coordinates: the
     same ties as in float64; B = 16 keeps the centred GEMM exact) take the
     float32 paths (on NumPy a stable order from packed 64-bit keys, and the
-    semi-hard weights summed by n* in one bincount); n* is still the
+    semi-hard weights summed by n* in one scatter-add); n* is still the
     lowest-index negative at d_an*."""
     rng = np.random.default_rng(3)
     labels = rng.permutation(np.repeat(np.arange(3), [10, 4, 2]))
