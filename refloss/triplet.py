@@ -715,8 +715,7 @@ def _sorted_runs(xp, keys, weights):
     """``(keys, run)``: each row's keys sorted (stably), and at every sorted
     position the sum of the weights from there to the end of its run of
     equal keys — so the first entry of a run holds the run's total."""
-    order = xp.argsort(keys, axis=1, stable=True)
-    keys = xp.take_along_axis(keys, order, axis=1)
+    keys, order = stable_row_sort(xp, keys)
     cw = xp.cumulative_sum(
         xp.take_along_axis(weights, order, axis=1), axis=1, include_initial=True
     )
@@ -825,8 +824,7 @@ def _semihard_negative_weights(xp, d, sel, weights):
     def block(r0, r1):  # rows are independent: a few row blocks (peak memory)
         valid, n_neg = sel.valid[r0:r1, :], sel.n_neg[r0:r1]
         pos_d = xp.where(valid, d[r0:r1, :], float("inf"))
-        order_p = xp.argsort(pos_d, axis=1, stable=True)
-        sorted_p = xp.take_along_axis(pos_d, order_p, axis=1)
+        sorted_p, order_p = stable_row_sort(xp, pos_d)
         del pos_d
         cw = xp.cumulative_sum(
             xp.take_along_axis(weights[r0:r1, :], order_p, axis=1), axis=1,
@@ -1057,7 +1055,8 @@ def _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol):
     for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
         dr, pr, nr = d[r0:r1, :], pos[r0:r1, :], neg[r0:r1, :]
         neg_d = xp.where(nr, dr, float("inf"))
-        sorted_neg = xp.take_along_axis(neg_d, xp.argsort(neg_d, axis=1, stable=True), axis=1)
+        # values only: an unstable sort gives the same array
+        sorted_neg = xp.sort(neg_d, axis=1, stable=False)
         del neg_d
         first = xp.where(n_neg[r0:r1] > 0, sorted_neg[:, 0], 0.0)
         in_range = cols[None, :] < n_neg[r0:r1, None]
@@ -1162,8 +1161,7 @@ def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, sc
             return tab.width - xp.astype(at_most, dt)
 
     else:
-        order_t = xp.argsort(t, axis=1, stable=True)
-        sorted_t = xp.take_along_axis(t, order_t, axis=1)
+        sorted_t, order_t = stable_row_sort(xp, t)
         cw = xp.cumulative_sum(
             xp.take_along_axis(weights, order_t, axis=1), axis=1, include_initial=True
         )
@@ -1218,8 +1216,7 @@ def _batch_all_hinge_grad(xp, d, pos, neg, k, margin, g):
         else:
             weights = xp.where(pr, g[r0:r1, :], 0.0)
         thresholds = xp.where(weights != 0, dr + margin, -float("inf"))
-        order_t = xp.argsort(thresholds, axis=1, stable=True)
-        sorted_t = xp.take_along_axis(thresholds, order_t, axis=1)
+        sorted_t, order_t = stable_row_sort(xp, thresholds)
         del thresholds
         cw = xp.cumulative_sum(
             xp.take_along_axis(weights, order_t, axis=1), axis=1, include_initial=True
