@@ -203,33 +203,114 @@ def sum_by_column(columns: Any, weights: Any, width: int) -> Any:
     return h.reshape(rows, width)
 
 
+def min_by_column(columns: Any, keys: Any, width: int) -> Any:
+    r"""NumPy only: ``M[r, c] = min_j {keys[r, j] : columns[r, j] = c}``, ``[R, width]``
+    uint64, :data:`EMPTY_KEY` where no key falls in (r, c).
+
+    The scatter-minimum of :func:`sum_by_column`: one unbuffered
+    ``numpy.minimum.at`` on the flat keys ``r·width + columns[r, j]``,
+    O(R·(J + width)). With the keys of :func:`packed_keys` the minimum is the
+    smallest value and, among equal values, the lowest column.
+    """
+    rows = columns.shape[0]
+    flat = columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]
+    m = np.full(rows * width, EMPTY_KEY, dtype=np.uint64)
+    np.minimum.at(m, flat.reshape(-1), keys.reshape(-1))
+    return m.reshape(rows, width)
+
+
 _SIGN = np.uint32(1 << 31)
 _LOW = np.uint64((1 << 32) - 1)
+# Larger than every key of packed_keys (whose column part is < 2^32 - 1).
+EMPTY_KEY = np.uint64((1 << 64) - 1)
 
 
-def _packed_sort(a):
+def packed_keys(a: Any) -> Any:
+    r"""NumPy float32 ``[R, n]`` (n < 2³² - 1): the uint64 keys
+    ``(k(a) << 32) | column``, whose integer order is the (value, column)
+    order: k maps a float's bits onto unsigned integers preserving order
+    (sign bit set: all bits flipped, else the sign bit set), ``-0.0`` is
+    ``0.0`` first and every NaN one pattern (last). :func:`unpack_keys`
+    inverts it.
+    """
     v = a + np.float32(0.0)  # a fresh copy, and -0.0 becomes 0.0
     nan = np.isnan(v)
     if nan.any():  # one bit pattern for every NaN: they keep column order
         v[nan] = np.float32(np.nan)
     del nan
     bits = v.view(np.uint32)
-    # non-negative floats (distances) already order as their bits do
-    signed = bool((v < 0).any())
-    if signed:
+    # non-negative floats (distances) already order as their bits do, once
+    # the sign bit is set
+    if bool((v < 0).any()):
         bits = np.where(bits >= _SIGN, ~bits, bits | _SIGN)
+    else:
+        bits |= _SIGN
     packed = bits.astype(np.uint64)
     del v, bits
     packed <<= np.uint64(32)
-    packed |= np.arange(a.shape[1], dtype=np.uint64)[None, :]
+    packed |= np.arange(a.shape[-1], dtype=np.uint64)
+    return packed
+
+
+def unpack_keys(keys: Any) -> tuple[Any, Any]:
+    """``(values, columns)`` of :func:`packed_keys`' keys: float32 values
+    (``-0.0`` as ``0.0``, NaN as one NaN) and intp columns."""
+    columns = (keys & _LOW).astype(np.intp)
+    k = (keys >> np.uint64(32)).astype(np.uint32)
+    k = np.where(k >= _SIGN, k & ~_SIGN, ~k)
+    return k.view(np.float32), columns
+
+
+def _packed_sort(a):
+    packed = packed_keys(a)
     packed.sort(axis=1)
-    order = (packed & _LOW).astype(np.intp)
-    packed >>= np.uint64(32)
-    key = packed.astype(np.uint32)
-    del packed
-    if signed:
-        key = np.where(key >= _SIGN, key & ~_SIGN, ~key)
-    return key.view(np.float32), order
+    values, order = unpack_keys(packed)
+    return values, order
+
+
+def semihard_by_buckets(d: Any, neg: Any, tab_d: Any, valid: Any) -> tuple:
+    r""":func:`refloss.triplet._semihard_compact_rows` on NumPy float32, without sorting B×B:
+    ``(valid, d_an*, None, n*)``.
+
+    Each anchor's positive distances τ are sorted (B×W, +inf off the
+    positives), and every negative falls in the bucket
+    ``β_n = #{q : τ_(q) < d_an}`` (one row-wise search of B×B queries among
+    W: :func:`row_searchsorted`). The negatives strictly
+    farther than τ_(q) are those of the buckets ``β > q``, so the semi-hard
+    negative of τ_(q) is the minimum over buckets q+1..W of each bucket's
+    minimum. A bucket's minimum is a scatter-minimum of the
+    (value, column) keys of :func:`packed_keys`
+    (:func:`min_by_column`): the smallest d_an and, among
+    equal ones, the lowest column — the same n* as the stable order, at
+    O(B² log W) instead of a B×B sort. The suffix minima are B×W; no
+    positive's semi-hard negative: the largest negative (``argmax``:
+    its lowest column). Non-negatives go to bucket 0, which no τ reads.
+    """
+    rows = d.shape[0]
+    tau = np.where(valid, tab_d, np.inf)
+    order = np.argsort(tau, axis=1)  # ties: equal τ get equal answers
+    tau = np.take_along_axis(tau, order, axis=1)
+    bucket = np.where(neg, row_searchsorted(np, tau, d, side="left", narrow=True), 0)
+    del tau
+    lowest = min_by_column(bucket, packed_keys(d), order.shape[1] + 1)
+    del bucket
+    # suffix minima over buckets q+1..W, for the sorted τ_(q)
+    suffix = np.minimum.accumulate(lowest[:, :0:-1], axis=1)[:, ::-1]
+    del lowest
+    found = suffix != EMPTY_KEY
+    value, column = unpack_keys(suffix)
+    masked = np.where(neg, d, -np.inf)
+    farthest = np.argmax(masked, axis=1)[:, None]
+    largest = np.take_along_axis(masked, farthest, axis=1)
+    del masked
+    d_an = np.empty_like(tab_d)
+    n_star = np.empty(order.shape, dtype=np.intp)
+    r = np.arange(rows)[:, None]
+    d_an[r, order] = np.where(found, value, largest)
+    n_star[r, order] = np.where(found, column, farthest)
+    d_an = np.where(valid, d_an, np.float32(0.0))
+    n_star = np.where(valid, n_star, 0)
+    return valid, d_an, None, n_star
 
 
 def _chunks(n, step):

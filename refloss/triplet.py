@@ -85,6 +85,7 @@ from .mining import (
     label_masks,
     packs_rows,
     row_searchsorted,
+    semihard_by_buckets,
     stable_row_sort,
     sum_by_column,
 )
@@ -611,6 +612,8 @@ def _semihard_compact(xp, d, neg, tab):
 def _semihard_compact_rows(xp, d, neg, tab_d, valid, n_neg, last, width, with_order):
     """:func:`_semihard_compact` on a block of rows (``tab_d``, ``valid`` the
     table's rows, ``n_neg`` and ``last`` = max(n_neg - 1, 0) as columns)."""
+    if packs_rows(xp, d):
+        return semihard_by_buckets(d, neg, tab_d, valid)
     b = d.shape[1]  # the columns: positions in a sorted row
     order = None
     if with_order:
@@ -657,12 +660,12 @@ def _semihard_grad_compact(xp, d, tab, masks, d_an, weights, tied, labels, n_sta
     pos = neg = None
     if not by_count:  # these paths index the masks across rows
         pos, neg = masks(0, d.shape[0])
-    if tab.width <= _LOOP_WIDTH:
-        parts = [_by_index_rows(xp, d, neg, d_an, weights)]
-    elif by_count:
+    if by_count:
         # n* known per pair: the weights summed by n* in one scatter-add
         b = d.shape[1]
         parts = [lambda r0, r1: sum_by_column(n_star[r0:r1, :], weights[r0:r1, :], b)]
+    elif tab.width <= _LOOP_WIDTH:
+        parts = [_by_index_rows(xp, d, neg, d_an, weights)]
     elif n_star is not None:
         # n* known per pair (off the host libraries, where reading the tie
         # passes' count back would stall the backward): the weights summed

@@ -258,3 +258,36 @@ def test_sum_by_column_adds_each_weight_at_its_column(data):
     got = sum_by_column(columns, weights, width)
     assert got.dtype == weights.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+@example(a=np.array([[1.0, 0.0, -0.0, -1.0]], dtype=np.float32))  # the signs of zero
+@given(a=st.integers(0, 4).flatmap(lambda r: st.integers(0, 24).flatmap(
+    lambda n: hnp.arrays(np.float32, (r, n), elements=st.sampled_from(SORT_POOL)))))
+def test_packed_keys_order_as_value_then_column_and_unpack(a):
+    from refloss.mining import packed_keys, unpack_keys
+
+    keys = packed_keys(a)
+    np.testing.assert_array_equal(np.argsort(keys, axis=1, kind="stable"), o_stable_order(a))
+    values, columns = unpack_keys(keys)
+    np.testing.assert_array_equal(columns, np.broadcast_to(np.arange(a.shape[1]), a.shape))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values + 0.0, a + 0.0)  # NaN as NaN, zeros of either sign
+    assert not np.signbit(values[values == 0]).any()  # -0.0 comes back as 0.0
+
+
+@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
+    lambda width: st.tuples(
+        hnp.arrays(np.int32, (r, 6), elements=st.integers(0, width - 1)),
+        hnp.arrays(np.uint64, (r, 6), elements=st.integers(0, (1 << 64) - 2)),
+        st.just(width)))))
+def test_min_by_column_keeps_each_columns_smallest_key(data):
+    from refloss.mining import EMPTY_KEY, min_by_column
+
+    columns, keys, width = data
+    expected = np.full((columns.shape[0], width), EMPTY_KEY, dtype=np.uint64)
+    for r in range(columns.shape[0]):
+        for j in range(columns.shape[1]):
+            expected[r, columns[r, j]] = min(expected[r, columns[r, j]], keys[r, j])
+    got = min_by_column(columns, keys, width)
+    assert got.dtype == np.uint64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
