@@ -126,41 +126,70 @@ def _merge_search(xp, s, q, side, idx):
 
 
 def _numpy_search(s, q, side, idx):
-    rows, n = s.shape
-    m = q.shape[1]
-    below = np.less if side == "left" else np.less_equal
-    halves = []  # the same halving steps for every query: they depend on n only
-    width = n
-    while width > 1:
-        halves.append(width // 2)
-        width -= width // 2
-    flat = np.ascontiguousarray(s).reshape(-1)
-    shifted = {h: flat[h:] for h in halves}  # shifted[h][i] == flat[i + h]
-    # 32-bit positions where they fit: half the memory traffic of each round
-    pos_dtype = np.int32 if flat.shape[0] < (1 << 31) else np.intp
-    steps = {h: pos_dtype(h) for h in halves}
+    rows, m = s.shape[0], q.shape[1]
+    plan = _search_plan(s)
     out = np.empty((rows, m), dtype=idx)
     for r0, r1 in _chunks(rows, _SEARCH_ELEMENTS_CPU // m):
-        qb = q[r0:r1, :]
-        start = (np.arange(r0, r1, dtype=pos_dtype) * pos_dtype(n))[:, None]
-        # invariant: the answer for each query lies in [pos, pos + width], so
-        # every position read is inside its row ("wrap" never wraps; it is
-        # the cheapest mode that writes to ``out`` unbuffered)
+        start = (np.arange(r0, r1, dtype=plan[0]) * plan[0](s.shape[1]))[:, None]
         pos = np.repeat(start, m, axis=1)
-        val = np.empty(qb.shape, dtype=s.dtype)
-        hit = np.empty(qb.shape, dtype=bool)
-        step = np.empty_like(pos)
-        for h in halves:
-            np.take(shifted[h], pos, out=val, mode="wrap")
-            below(val, qb, out=hit)
-            np.multiply(hit, steps[h], out=step)
-            pos += step
-        np.take(flat, pos, out=val, mode="wrap")
-        below(val, qb, out=hit)
-        pos -= start
-        pos += hit
-        out[r0:r1, :] = pos
+        out[r0:r1, :] = _search_block(plan, pos, start, q[r0:r1, :], side)
     return out
+
+
+def search_rows_at(sorted_rows: Any, rows: Any, queries: Any, side: str) -> Any:
+    """NumPy only: ``out[i] = #{e in sorted_rows[rows[i]] : e < queries[i]}``
+    (``<=`` for ``side="right"``), intp: :func:`row_searchsorted` for a
+    scattered set of (row, query) pairs (1-D ``rows`` and ``queries``), with
+    the same branch-free search in cache-sized blocks, O(len · log n)."""
+    n = sorted_rows.shape[1]
+    out = np.empty(queries.shape, dtype=np.intp)
+    if n == 0:
+        out[...] = 0
+        return out
+    plan = _search_plan(sorted_rows)
+    for i0, i1 in _chunks(queries.shape[0], _SEARCH_ELEMENTS_CPU):
+        start = rows[i0:i1].astype(plan[0]) * plan[0](n)
+        out[i0:i1] = _search_block(plan, start.copy(), start, queries[i0:i1], side)
+    return out
+
+
+def _search_plan(s):
+    """``(position dtype, flat rows, [(half, rows shifted by it)])`` of the
+    branch-free search in ``s`` (rows ascending): the same halving steps
+    for every query, since they depend on the row length only."""
+    flat = np.ascontiguousarray(s).reshape(-1)
+    # 32-bit positions where they fit: half the memory traffic of each round
+    pos_dtype = np.int32 if flat.shape[0] < (1 << 31) else np.intp
+    halves, width = [], s.shape[1]
+    while width > 1:
+        h = width // 2
+        halves.append((pos_dtype(h), flat[h:]))  # flat[h:][i] == flat[i + h]
+        width -= h
+    return pos_dtype, flat, halves
+
+
+def _search_block(plan, pos, start, q, side):
+    """The counts of one block of queries ``q``, each in the row beginning
+    at flat position ``start`` (broadcastable to q); ``pos`` holds those
+    starts at q's shape and is consumed."""
+    _, flat, halves = plan
+    below = np.less if side == "left" else np.less_equal
+    # invariant: the answer for each query lies in [pos, pos + width], so
+    # every position read is inside its row ("wrap" never wraps; it is the
+    # cheapest mode that writes to ``out`` unbuffered)
+    val = np.empty(q.shape, dtype=flat.dtype)
+    hit = np.empty(q.shape, dtype=bool)
+    step = np.empty_like(pos)
+    for h, shifted in halves:
+        np.take(shifted, pos, out=val, mode="wrap")
+        below(val, q, out=hit)
+        np.multiply(hit, h, out=step)
+        pos += step
+    np.take(flat, pos, out=val, mode="wrap")
+    below(val, q, out=hit)
+    pos -= start
+    pos += hit
+    return pos
 
 
 def stable_row_sort(xp: Any, a: Any) -> tuple[Any, Any]:
@@ -201,6 +230,24 @@ def sum_by_column(columns: Any, weights: Any, width: int) -> Any:
     h = np.zeros(rows * width, dtype=weights.dtype)
     np.add.at(h, keys.reshape(-1), weights.reshape(-1))
     return h.reshape(rows, width)
+
+
+def row_keys(columns: Any, width: int) -> Any:
+    """NumPy only: the flat keys ``r·width + columns[r, j]`` (1-D, columns' dtype)
+    of an ``[R, J]`` block: positions in a flat ``[R, width]`` array."""
+    rows = columns.shape[0]
+    return (columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]).reshape(-1)
+
+
+def count_and_sum_by_key(keys: Any, weights: Any, size: int) -> tuple[Any, Any]:
+    """NumPy only: ``(N, H)``, 1-D of ``size``: how many ``keys`` equal each
+    position (intp), and the sum of their ``weights`` there, in the weights'
+    dtype (one ``numpy.bincount`` and one unbuffered ``numpy.add.at``, adds in
+    index order: deterministic)."""
+    n = np.bincount(keys, minlength=size)
+    h = np.zeros(size, dtype=weights.dtype)
+    np.add.at(h, keys, weights.reshape(-1))
+    return n, h
 
 
 def min_by_column(columns: Any, keys: Any, width: int) -> Any:

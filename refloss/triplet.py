@@ -80,11 +80,14 @@ from .mining import (
     class_sizes,
     class_width,
     compact_ok,
+    count_and_sum_by_key,
     embed_backward,
     embed_forward,
     label_masks,
     packs_rows,
+    row_keys,
     row_searchsorted,
+    search_rows_at,
     semihard_by_buckets,
     stable_row_sort,
     sum_by_column,
@@ -969,10 +972,18 @@ def _batch_all_fwd(
         # the per-pair sums in the B×W table ("none" spreads them to B×B at
         # the end: the dense path would sort B×B thresholds in the backward)
         tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
-        terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, margin, tol)
+        buckets = None
+        if is_numpy_namespace(xp):
+            # "none" does not keep the buckets: its backward searches again
+            # (its caller's B×B terms and cotangent leave no room: peak memory)
+            terms, k, n_nonzero, buckets = _batch_all_by_buckets(
+                xp, d, tab, neg, n_neg, margin, tol, keep=reduction != "none"
+            )
+        else:
+            terms, k, n_nonzero = _batch_all_hinge_compact(xp, d, tab, neg, n_neg, margin, tol)
         if reduction == "none":
             terms = tab.to_dense(xp, terms, pos)
-        state = (xp.astype(k, d.dtype), margin)  # exact: k <= B < 2^24
+        state = (xp.astype(k, d.dtype), margin, buckets)  # exact: k <= B < 2^24
     else:
         terms, k, n_nonzero = _batch_all_hinge(xp, d, pos, neg, n_neg, cols, margin, tol)
         state = (k, margin)
@@ -1006,7 +1017,7 @@ def _batch_all_bwd(residuals, g):
         tab = PositiveTable(xp, d, labels, upper=upper, width=width, offset=offset)
     soft = isinstance(state[0], str)
     if tab is not None and not soft:
-        k, margin = state
+        k, margin, buckets = state
 
         def masks(r0, r1):  # G's rows r0..r1-1 only: no B×B mask is held (peak memory)
             return _batch_all_masks(xp, labels, d[r0:r1, :], offset + r0, upper)[:2]
@@ -1016,7 +1027,8 @@ def _batch_all_bwd(residuals, g):
             gd = _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights)
         else:  # scalar reductions: unit weights, scaled per row block
             gd = _batch_all_hinge_grad_compact(
-                xp, d, masks, k, margin, tab, scale=reduce_backward(xp, rres, g, g)
+                xp, d, masks, k, margin, tab, scale=reduce_backward(xp, rres, g, g),
+                buckets=buckets,
             )
         return xp.astype(embed_backward(xp, eres, gd), dtype), None
     pos, neg, _ = _batch_all_masks(xp, labels, d, offset, upper)
@@ -1128,20 +1140,98 @@ def _batch_all_hinge_compact(xp, d, tab, neg, n_neg, margin, tol):
     return _concat_rows(xp, s_parts), _concat_rows(xp, k_parts), n_nonzero
 
 
-def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, scale=None):
+def _batch_all_by_buckets(xp, d, tab, neg, n_neg, margin, tol, *, keep):
+    r"""NumPy: :func:`_batch_all_hinge_compact` without sorting B×B:
+    ``(S, k, count, buckets)``, S and k B×W.
+
+    Each anchor's thresholds t = d_ap + m are sorted (B×W, -inf off the
+    positives) and every negative falls in the bucket
+    ``β_n = #{q : t_(q) <= d_an}`` (one row-wise search of B×B queries among
+    W, :func:`~refloss.mining.row_searchsorted`): d_an < t_(q) exactly for
+    q >= β_n. Per bucket, the number of negatives and the sum of d_an - s_0
+    (s_0 the row's smallest negative) come from one set of scatter-adds
+    (:func:`~refloss.mining.count_and_sum_by_key`; non-negatives go to
+    bucket W, which no threshold reads); their prefix sums over the buckets
+    are ``k_(q) = #{n : d_an < t_(q)}`` and ``P_(q) = Σ_{d_an < t_(q)} (d_an - s_0)``,
+    so ``S_(q) = k_(q) (t_(q) - s_0) - P_(q)`` as in the sorted form. With
+    ``keep`` the buckets are returned for the backward, where
+    ``#{p : t_ap > d_an} = W - β_n`` needs no search (int16 where W < 2¹⁵;
+    else None).
+
+    The count of terms above τ, ``Σ #{(p, n) : d_an < t_ap - τ}``, is Σ k
+    less, for the few negatives within τ below a threshold
+    (``t_(β_n) - τ <= d_an``), the thresholds q >= β_n with
+    ``t_(q) - τ <= d_an``: those are searched one by one
+    (:func:`~refloss.mining.search_rows_at`). O(B² log W) time, no B×B sort;
+    the B×B work runs in the row blocks of :func:`~refloss._ops.row_ranges`.
+    """
+    w = tab.width
+    inf = float("inf")
+    t = xp.where(tab.valid, tab.d + margin, -inf)
+    sorted_t = xp.sort(t, axis=1, stable=False)
+    first = xp.where(n_neg > 0, xp.min(xp.where(neg, d, inf), axis=1), 0.0)
+    near_zero = not (isinstance(tol, float) and tol == 0.0)
+    if near_zero:  # t - τ, and +inf at bucket W (no threshold above the last)
+        cut = xp.concat([sorted_t - tol, xp.full_like(sorted_t[:, :1], inf)], axis=1)
+    bucket_dtype = xp.int16 if w < (1 << 15) else xp.int32
+    k_parts, p_parts, kept, excess = [], [], [], 0
+    for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
+        dr = d[r0:r1, :]
+        beta = row_searchsorted(xp, sorted_t[r0:r1, :], dr, side="right", narrow=True)
+        beta = xp.where(neg[r0:r1, :], beta, w)
+        keys = row_keys(beta, w + 1)
+        count, total = count_and_sum_by_key(keys, dr - first[r0:r1, None], (r1 - r0) * (w + 1))
+        k_parts.append(xp.cumulative_sum(xp.reshape(count, (r1 - r0, w + 1))[:, :w], axis=1))
+        p_parts.append(xp.cumulative_sum(xp.reshape(total, (r1 - r0, w + 1))[:, :w], axis=1))
+        del count, total
+        if near_zero:
+            flat_d = xp.reshape(dr, (-1,))
+            (near,) = xp.nonzero(xp.take(xp.reshape(cut[r0:r1, :], (-1,)), keys) <= flat_d)
+            if near.shape[0]:
+                rows = near // d.shape[1] + r0
+                at = search_rows_at(cut, rows, xp.take(flat_d, near), "right")
+                excess = excess + xp.sum(at - xp.astype(xp.take(keys, near) % (w + 1), at.dtype))
+            del near, flat_d
+        del keys
+        if keep:
+            kept.append(xp.astype(beta, bucket_dtype))
+        del beta
+    k_sorted, p_sorted = _concat_rows(xp, k_parts), _concat_rows(xp, p_parts)
+    # k = 0 at the -inf thresholds: a 0 there instead of 0·inf
+    gap = xp.where(k_sorted > 0, sorted_t - first[:, None], 0.0)
+    s = xp.astype(k_sorted, d.dtype) * gap - p_sorted
+    del gap
+    s = xp.where(s > 0, s, 0.0)  # s >= 0 up to rounding
+    # each threshold's place among the sorted ones (equal thresholds have
+    # equal k and S: no bucket lies between them)
+    place = row_searchsorted(xp, sorted_t, t, side="left")
+    k = xp.take_along_axis(k_sorted, place, axis=1)
+    s = xp.take_along_axis(s, place, axis=1)
+    n_nonzero = xp.sum(k_sorted) - excess
+    return s, k, n_nonzero, (_concat_rows(xp, kept) if keep else None)
+
+
+def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, scale=None,
+                                  buckets=None):
     r"""``G_ap = W_ap k_ap`` and ``G_an = -Σ_{p : d_ap + m > d_an} W_ap`` over the
     B×W table, times ``scale`` (None: 1), as row blocks
     (:class:`~refloss._ops.RowBlocks`; ``masks(r0, r1)`` the blocks'
     positive and negative masks), W the upstream weights (``weights``,
     B×W and 0 off the positives, for "none"; 1 for a scalar reduction,
-    ``weights`` None) —
-    W passes of a comparison for small classes, else a row-wise search of
+    ``weights`` None) — with unit weights and the forward's ``buckets``
+    β_n = #{t <= d_an} (:func:`_batch_all_by_buckets`) the count is W - β_n;
+    else W passes of a comparison for small classes, or a row-wise search of
     every d_an among the sorted thresholds, with prefix sums of their
     weights (``Σ_{t > d_an} W = CW[W] - CW[#{t <= d_an}]``)."""
     dt = d.dtype
     t = xp.where(tab.valid, tab.d + margin, -float("inf"))
     kw = xp.astype(k, dt) if weights is None else weights * xp.astype(k, dt)
-    if tab.width <= _LOOP_WIDTH:
+    if buckets is not None and weights is None:
+
+        def above(r0, r1):
+            return tab.width - xp.astype(buckets[r0:r1, :], dt)
+
+    elif tab.width <= _LOOP_WIDTH:
 
         def above(r0, r1):
             dr, total = d[r0:r1, :], None

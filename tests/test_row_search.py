@@ -291,3 +291,45 @@ def test_min_by_column_keeps_each_columns_smallest_key(data):
     got = min_by_column(columns, keys, width)
     assert got.dtype == np.uint64 and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+@given(data=st.integers(1, 4).flatmap(lambda r: st.integers(0, 9).flatmap(
+    lambda n: st.tuples(
+        hnp.arrays(np.float32, (r, n), elements=st.sampled_from([-math.inf, 0.0, 0.5, 1.0,
+                                                                  2.0, math.inf])),
+        hnp.arrays(np.int64, 7, elements=st.integers(0, r - 1)),
+        hnp.arrays(np.float32, 7, elements=st.sampled_from([-1.0, -0.0, 0.0, 0.5, 1.5, 2.0,
+                                                            3.0])),
+        st.sampled_from(["left", "right"])))))
+def test_search_rows_at_counts_in_each_querys_own_row(data):
+    from refloss.mining import search_rows_at
+
+    s, rows, queries, side = data
+    s = np.sort(s, axis=1)
+    below = np.less if side == "left" else np.less_equal
+    expected = [int(np.sum(below(s[r], q))) for r, q in zip(rows, queries, strict=True)]
+    got = search_rows_at(s, rows, queries, side)
+    np.testing.assert_array_equal(got, expected)
+
+
+@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
+    lambda width: st.tuples(
+        hnp.arrays(np.int32, (r, 6), elements=st.integers(0, width - 1)),
+        hnp.arrays(st.sampled_from([np.float32, np.float64]), (r, 6),
+                   elements=st.floats(-4, 4, width=32)),
+        st.just(width)))))
+def test_count_and_sum_by_key_count_and_add_at_each_rows_column(data):
+    from refloss.mining import count_and_sum_by_key, row_keys
+
+    columns, weights, width = data
+    rows = columns.shape[0]
+    count = np.zeros((rows, width), dtype=np.intp)
+    total = np.zeros((rows, width), dtype=weights.dtype)
+    for r in range(rows):  # in index order, in the weights' dtype
+        for j in range(columns.shape[1]):
+            count[r, columns[r, j]] += 1
+            total[r, columns[r, j]] += weights[r, j]
+    n, h = count_and_sum_by_key(row_keys(columns, width), weights, rows * width)
+    assert h.dtype == weights.dtype
+    np.testing.assert_array_equal(n.reshape(rows, width), count)
+    np.testing.assert_array_equal(h.reshape(rows, width), total)
