@@ -1163,27 +1163,41 @@ def _batch_all_by_buckets(xp, d, tab, neg, n_neg, margin, tol, *, keep):
     (``t_(β_n) - τ <= d_an``), the thresholds q >= β_n with
     ``t_(q) - τ <= d_an``: those are searched one by one
     (:func:`~refloss.mining.search_rows_at`). O(B² log W) time, no B×B sort;
-    the B×B work runs in the row blocks of :func:`~refloss._ops.row_ranges`.
+    the B×B work runs in row blocks of 2²⁰ elements (a NumPy loop: no
+    kernel launches to count, and every temporary a fraction of B×B).
     """
     w = tab.width
     inf = float("inf")
     t = xp.where(tab.valid, tab.d + margin, -inf)
     sorted_t = xp.sort(t, axis=1, stable=False)
-    first = xp.where(n_neg > 0, xp.min(xp.where(neg, d, inf), axis=1), 0.0)
+    # NumPy only: blocks of 2^20 elements whatever B (their temporaries,
+    # int64 bincount keys among them, stay small: peak memory and cache)
+    step = max(1, (1 << 20) // max(d.shape[1], 1))
+    blocks = [(r0, min(r0 + step, d.shape[0])) for r0 in range(0, d.shape[0], step)]
+    lowest = [xp.min(xp.where(neg[r0:r1, :], d[r0:r1, :], inf), axis=1) for r0, r1 in blocks]
+    first = xp.where(n_neg > 0, _concat_rows(xp, lowest), 0.0)
+    del lowest
     near_zero = not (isinstance(tol, float) and tol == 0.0)
     if near_zero:  # t - τ, and +inf at bucket W (no threshold above the last)
         cut = xp.concat([sorted_t - tol, xp.full_like(sorted_t[:, :1], inf)], axis=1)
     bucket_dtype = xp.int16 if w < (1 << 15) else xp.int32
-    k_parts, p_parts, kept, excess = [], [], [], 0
-    for r0, r1 in _ops.row_ranges(d, d.shape[0], d.shape[1]):
+    # B×W, in the float dtype (counts exact below 2^24 > B), filled per block
+    k_sorted = xp.empty(sorted_t.shape, dtype=d.dtype)
+    p_sorted = xp.empty(sorted_t.shape, dtype=d.dtype)
+    excess = n_terms = 0
+    # filled block by block (no list of blocks joined at the end: peak memory)
+    kept = xp.empty(d.shape, dtype=bucket_dtype) if keep else None
+    for r0, r1 in blocks:
         dr = d[r0:r1, :]
         beta = row_searchsorted(xp, sorted_t[r0:r1, :], dr, side="right", narrow=True)
         beta = xp.where(neg[r0:r1, :], beta, w)
         keys = row_keys(beta, w + 1)
         count, total = count_and_sum_by_key(keys, dr - first[r0:r1, None], (r1 - r0) * (w + 1))
-        k_parts.append(xp.cumulative_sum(xp.reshape(count, (r1 - r0, w + 1))[:, :w], axis=1))
-        p_parts.append(xp.cumulative_sum(xp.reshape(total, (r1 - r0, w + 1))[:, :w], axis=1))
-        del count, total
+        below = xp.cumulative_sum(xp.reshape(count, (r1 - r0, w + 1))[:, :w], axis=1)
+        n_terms = n_terms + xp.sum(below)  # in integers: Σk passes 2^24
+        k_sorted[r0:r1, :] = below
+        p_sorted[r0:r1, :] = xp.cumulative_sum(xp.reshape(total, (r1 - r0, w + 1))[:, :w], axis=1)
+        del count, total, below
         if near_zero:
             flat_d = xp.reshape(dr, (-1,))
             (near,) = xp.nonzero(xp.take(xp.reshape(cut[r0:r1, :], (-1,)), keys) <= flat_d)
@@ -1194,21 +1208,20 @@ def _batch_all_by_buckets(xp, d, tab, neg, n_neg, margin, tol, *, keep):
             del near, flat_d
         del keys
         if keep:
-            kept.append(xp.astype(beta, bucket_dtype))
+            kept[r0:r1, :] = beta
         del beta
-    k_sorted, p_sorted = _concat_rows(xp, k_parts), _concat_rows(xp, p_parts)
     # k = 0 at the -inf thresholds: a 0 there instead of 0·inf
     gap = xp.where(k_sorted > 0, sorted_t - first[:, None], 0.0)
-    s = xp.astype(k_sorted, d.dtype) * gap - p_sorted
+    s = k_sorted * gap - p_sorted
     del gap
     s = xp.where(s > 0, s, 0.0)  # s >= 0 up to rounding
     # each threshold's place among the sorted ones (equal thresholds have
     # equal k and S: no bucket lies between them)
-    place = row_searchsorted(xp, sorted_t, t, side="left")
+    place = row_searchsorted(xp, sorted_t, t, side="left", narrow=True)
     k = xp.take_along_axis(k_sorted, place, axis=1)
     s = xp.take_along_axis(s, place, axis=1)
-    n_nonzero = xp.sum(k_sorted) - excess
-    return s, k, n_nonzero, (_concat_rows(xp, kept) if keep else None)
+    n_nonzero = n_terms - excess
+    return s, k, n_nonzero, kept
 
 
 def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, scale=None,

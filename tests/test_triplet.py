@@ -764,6 +764,28 @@ def test_hinge_exactly_at_zero_neither_counts_nor_pulls(backend):
         to_numpy(rl.batch_all_triplet_loss(xa, la, margin=0.0)), v, rtol=1e-15)
 
 
+def test_mean_nonzero_leaves_out_terms_within_tau_of_zero(backend):
+    """1-D batch-all, margin 1: anchor 0 with two positives at distance 1
+    (two equal thresholds t = 2) and negatives at 2 - δ for δ from a quarter
+    of τ to 3τ, and exactly at 2. The terms δ <= τ are rounding noise: not
+    counted by "mean_nonzero" (one negative below several equal
+    thresholds, and negatives in the buckets of other anchors too)."""
+    max_d = 4.0  # from -1 to 3 - 0.25 τ, within rounding: τ barely moves
+    tau = nonzero_tol(max_d, 1.0)
+    deltas = [0.25 * tau, 0.5 * tau, 0.9 * tau, 1.5 * tau, 3.0 * tau, 0.0]
+    x = np.array([[0.0], [1.0], [-1.0]] + [[2.0 - dl] for dl in deltas])
+    labels = np.array([0, 0, 0] + [1] * len(deltas))
+    expected, expected_grad = o_loss(x, labels, "batch_all", reduction="mean_nonzero")
+    plain, _ = o_loss(x, labels, "batch_all", reduction="sum")
+    terms = to_numpy(rl.batch_all_triplet_loss(backend.asarray(x), backend.asarray(labels),
+                                               reduction="none"))
+    assert expected != plain / np.count_nonzero(terms)  # some terms fall within τ
+    value, (gx, _) = rl.value_and_grad(rl.batch_all_triplet_loss, backend.asarray(x),
+                                       backend.asarray(labels), reduction="mean_nonzero")
+    assert_close(value, expected, backend, rtol=1e-13)
+    assert_close(gx, expected_grad, backend, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_duplicate_embeddings_give_finite_exact_results(backend, metric):
     """Rows 0 and 1 coincide across classes (distance 0: the hardest negative
