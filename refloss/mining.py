@@ -304,7 +304,10 @@ def unpack_keys(keys: Any) -> tuple[Any, Any]:
     (``-0.0`` as ``0.0``, NaN as one NaN) and intp columns."""
     columns = (keys & _LOW).astype(np.intp)
     k = (keys >> np.uint64(32)).astype(np.uint32)
-    k = np.where(k >= _SIGN, k & ~_SIGN, ~k)
+    if bool((k < _SIGN).any()):  # negative values
+        k = np.where(k >= _SIGN, k & ~_SIGN, ~k)
+    else:  # in place: no second array of the keys' size (peak memory)
+        k &= ~_SIGN
     return k.view(np.float32), columns
 
 

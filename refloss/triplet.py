@@ -1210,16 +1210,19 @@ def _batch_all_by_buckets(xp, d, tab, neg, n_neg, margin, tol, *, keep):
         if keep:
             kept[r0:r1, :] = beta
         del beta
+    if near_zero:
+        del cut
     # k = 0 at the -inf thresholds: a 0 there instead of 0·inf
     gap = xp.where(k_sorted > 0, sorted_t - first[:, None], 0.0)
     s = k_sorted * gap - p_sorted
-    del gap
+    del gap, p_sorted
     s = xp.where(s > 0, s, 0.0)  # s >= 0 up to rounding
     # each threshold's place among the sorted ones (equal thresholds have
     # equal k and S: no bucket lies between them)
     place = row_searchsorted(xp, sorted_t, t, side="left", narrow=True)
     k = xp.take_along_axis(k_sorted, place, axis=1)
     s = xp.take_along_axis(s, place, axis=1)
+    del place, k_sorted, sorted_t, t
     n_nonzero = n_terms - excess
     return s, k, n_nonzero, kept
 
