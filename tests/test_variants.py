@@ -24,6 +24,7 @@ from helpers import (
     continuous_batches,
     directional_fd,
     kink_gap,
+    nonzero_tol,
     o_block_triplets,
     o_contrastive,
     o_dist,
@@ -394,7 +395,11 @@ def test_triplet_variant_matches_brute_force(backend, variant, data, metric, sof
     shape = (b,) if v.per_anchor else (b, b)
     g = upstream(np.random.default_rng(seed), shape if reduction == "none" else ())
     triplets = v.triplets(x, labels, metric, normalize)
-    expected, egx = o_triplet_loss(x, triplets, shape, g=g, **kw)
+    # "mean_nonzero" counts the terms above τ (docs/reductions.md): a margin
+    # below τ leaves its zero-distance terms out
+    dm = o_matrix(o_normalize(x) if normalize else x, metric)
+    tau = 0.0 if soft or b == 0 else nonzero_tol(float(dm.max()), margin)
+    expected, egx = o_triplet_loss(x, triplets, shape, g=g, tau=tau, **kw)
     value, (gx, gl) = pull(backend, v.loss, (backend.asarray(x), backend.asarray(labels)), g,
                            **v.options, **kw)
     assert gl is None
