@@ -233,10 +233,12 @@ def sum_by_column(columns: Any, weights: Any, width: int) -> Any:
 
 
 def row_keys(columns: Any, width: int) -> Any:
-    """NumPy only: the flat keys ``r·width + columns[r, j]`` (1-D, columns' dtype)
-    of an ``[R, J]`` block: positions in a flat ``[R, width]`` array."""
+    """NumPy only: the flat keys ``r·width + columns[r, j]`` (1-D, intp) of
+    an ``[R, J]`` block: positions in a flat ``[R, width]`` array. intp, the
+    index type ``bincount``, ``add.at`` and ``take`` would convert narrower
+    keys to (one conversion here instead of one in each)."""
     rows = columns.shape[0]
-    return (columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]).reshape(-1)
+    return (columns + (np.arange(rows, dtype=np.intp) * width)[:, None]).reshape(-1)
 
 
 def count_and_sum_by_key(keys: Any, weights: Any, size: int) -> tuple[Any, Any]:
