@@ -226,9 +226,8 @@ def sum_by_column(columns: Any, weights: Any, width: int) -> Any:
     by value after a row-wise search instead (no scatter outside NumPy).
     """
     rows = columns.shape[0]
-    keys = columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]
     h = np.zeros(rows * width, dtype=weights.dtype)
-    np.add.at(h, keys.reshape(-1), weights.reshape(-1))
+    np.add.at(h, row_keys(columns, width), weights.reshape(-1))
     return h.reshape(rows, width)
 
 
@@ -262,9 +261,8 @@ def min_by_column(columns: Any, keys: Any, width: int) -> Any:
     smallest value and, among equal values, the lowest column.
     """
     rows = columns.shape[0]
-    flat = columns + (np.arange(rows, dtype=columns.dtype) * width)[:, None]
     m = np.full(rows * width, EMPTY_KEY, dtype=np.uint64)
-    np.minimum.at(m, flat.reshape(-1), keys.reshape(-1))
+    np.minimum.at(m, row_keys(columns, width), keys.reshape(-1))
     return m.reshape(rows, width)
 
 
@@ -316,8 +314,7 @@ def unpack_keys(keys: Any) -> tuple[Any, Any]:
 def _packed_sort(a):
     packed = packed_keys(a)
     packed.sort(axis=1)
-    values, order = unpack_keys(packed)
-    return values, order
+    return unpack_keys(packed)
 
 
 def semihard_by_buckets(d: Any, neg: Any, tab_d: Any, valid: Any) -> tuple:

@@ -1155,8 +1155,8 @@ def _batch_all_by_buckets(xp, d, tab, neg, n_neg, margin, tol, *, keep):
     are ``k_(q) = #{n : d_an < t_(q)}`` and ``P_(q) = Σ_{d_an < t_(q)} (d_an - s_0)``,
     so ``S_(q) = k_(q) (t_(q) - s_0) - P_(q)`` as in the sorted form. With
     ``keep`` the buckets are returned for the backward, where
-    ``#{p : t_ap > d_an} = W - β_n`` needs no search (int16 where W < 2¹⁵;
-    else None).
+    ``#{p : t_ap > d_an} = W - β_n`` needs no search (int16 where W < 2¹⁵,
+    else int32; None without ``keep``).
 
     The count of terms above τ, ``Σ #{(p, n) : d_an < t_ap - τ}``, is Σ k
     less, for the few negatives within τ below a threshold

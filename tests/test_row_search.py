@@ -241,12 +241,21 @@ def test_stable_row_sort_orders_by_value_then_column(backend, a):
     assert to_numpy(values).dtype == a.dtype
 
 
-@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
-    lambda width: st.tuples(
-        hnp.arrays(np.int64, (r, 6), elements=st.integers(0, width - 1)),
-        hnp.arrays(st.sampled_from([np.float32, np.float64]), (r, 6),
-                   elements=st.floats(-4, 4, width=32)),
-        st.just(width)))))
+def column_blocks(column_dtype, value_dtypes, values):
+    """``(columns, values, width)``: up to 4 rows of 6 entries, each with a
+    column below ``width`` (1 to 9) and a value drawn from ``values``."""
+    return st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
+        lambda width: st.tuples(
+            hnp.arrays(column_dtype, (r, 6), elements=st.integers(0, width - 1)),
+            hnp.arrays(value_dtypes, (r, 6), elements=values),
+            st.just(width))))
+
+
+WEIGHT_BLOCKS = column_blocks(np.int64, st.sampled_from([np.float32, np.float64]),
+                              st.floats(-4, 4, width=32))
+
+
+@given(data=WEIGHT_BLOCKS)
 def test_sum_by_column_adds_each_weight_at_its_column(data):
     from refloss.mining import sum_by_column
 
@@ -275,11 +284,7 @@ def test_packed_keys_order_as_value_then_column_and_unpack(a):
     assert not np.signbit(values[values == 0]).any()  # -0.0 comes back as 0.0
 
 
-@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
-    lambda width: st.tuples(
-        hnp.arrays(np.int32, (r, 6), elements=st.integers(0, width - 1)),
-        hnp.arrays(np.uint64, (r, 6), elements=st.integers(0, (1 << 64) - 2)),
-        st.just(width)))))
+@given(data=column_blocks(np.int32, np.uint64, st.integers(0, (1 << 64) - 2)))
 def test_min_by_column_keeps_each_columns_smallest_key(data):
     from refloss.mining import EMPTY_KEY, min_by_column
 
@@ -312,12 +317,8 @@ def test_search_rows_at_counts_in_each_querys_own_row(data):
     np.testing.assert_array_equal(got, expected)
 
 
-@given(data=st.integers(0, 4).flatmap(lambda r: st.integers(1, 9).flatmap(
-    lambda width: st.tuples(
-        hnp.arrays(np.int32, (r, 6), elements=st.integers(0, width - 1)),
-        hnp.arrays(st.sampled_from([np.float32, np.float64]), (r, 6),
-                   elements=st.floats(-4, 4, width=32)),
-        st.just(width)))))
+@given(data=column_blocks(np.int32, st.sampled_from([np.float32, np.float64]),
+                         st.floats(-4, 4, width=32)))
 def test_count_and_sum_by_key_count_and_add_at_each_rows_column(data):
     from refloss.mining import count_and_sum_by_key, row_keys
 
