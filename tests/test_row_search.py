@@ -199,6 +199,95 @@ def test_the_portable_search_runs_the_same_ops_at_every_size():
 
 
 
+# --------------------------------------------------------------------------
+# NumPy's grid search: rows of >= 16 entries with >= 4 queries per entry
+
+
+@st.composite
+def grid_rows_and_queries(draw):
+    """Rows the grid serves (n >= 16, m >= 4n): bell-shaped at a scale from
+    subnormal to near the largest float, or a few tied values; -inf heads and
+    +inf tails (the losses' padding), rows of infinities only. Queries: the
+    entries, their float neighbours, ±0, ±inf and ±max."""
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    fi = np.finfo(dtype)
+    rows, n = draw(st.integers(1, 4)), draw(st.integers(16, 40))
+    m = draw(st.integers(4 * n, 5 * n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        exponent = draw(st.sampled_from([-320, -40, -3, 0, 3, 30, 300]))
+        with np.errstate(over="ignore", under="ignore"):
+            s = (rng.standard_normal((rows, n)) * 10.0 ** exponent).astype(dtype)
+    else:
+        s = rng.integers(0, draw(st.integers(1, 4)), size=(rows, n)).astype(dtype)
+    s = np.sort(s, axis=1)
+    for r in range(rows):
+        head, tail = draw(st.integers(0, n)), draw(st.integers(0, n))
+        s[r, :head] = -math.inf
+        s[r, n - tail:] = math.inf
+    s = np.sort(s, axis=1)
+    extra = np.array([0.0, -0.0, math.inf, -math.inf, fi.max, -fi.max], dtype=dtype)
+    pool = np.concatenate([s.reshape(-1), extra])
+    q = rng.choice(pool, size=(rows, m))
+    toward = rng.choice(np.array([-math.inf, math.inf], dtype=dtype), size=q.shape)
+    with np.errstate(over="ignore"):  # max's neighbour toward +inf is inf
+        q = np.where(rng.random(q.shape) < 0.4, np.nextafter(q, toward), q).astype(dtype)
+    return s, q
+
+
+@pytest.mark.parametrize("side", SIDES)
+@given(data=grid_rows_and_queries(), narrow=st.booleans())
+def test_the_grid_search_counts_the_entries_below_each_query(side, data, narrow):
+    s, q = data
+    got = row_searchsorted(np, s, q, side=side, narrow=narrow)
+    np.testing.assert_array_equal(got, o_count(s, q, side))
+
+
+def _grid_plans(monkeypatch):
+    """The grids NumPy's search builds (None where it falls back)."""
+    from refloss import mining
+
+    plans, plan = [], mining._grid_plan
+
+    def spy(*args):
+        plans.append(plan(*args))
+        return plans[-1]
+
+    monkeypatch.setattr(mining, "_grid_plan", spy)
+    return plans
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_grid_serves_bell_shaped_rows_in_fewer_rounds(monkeypatch, dtype):
+    """Distances' shape (many rows of Gaussian entries, +inf padded): the grid
+    is taken, with a search width far below n, and every count is exact."""
+    from refloss.mining import _halves
+
+    rng = np.random.default_rng(11)
+    n, m = 120, 600
+    s = np.sort(10.0 + rng.standard_normal((40, n)), axis=1).astype(dtype)
+    s[::3, 100:] = math.inf
+    q = (10.0 + 1.5 * rng.standard_normal((40, m))).astype(dtype)
+    plans = _grid_plans(monkeypatch)
+    for side in SIDES:
+        got = row_searchsorted(np, s, q, side=side, narrow=True)
+        np.testing.assert_array_equal(got, o_count(s, q, side))
+    assert plans and all(p is not None for p in plans)
+    assert all(len(_halves(p.width)) + 2 < len(_halves(n)) for p in plans)
+
+
+def test_crowded_cells_fall_back_to_the_plain_search(monkeypatch):
+    """Every entry in one of a few values: a cell holds most of the row, the
+    grid gives way to the plain search, and the counts are the same."""
+    rng = np.random.default_rng(12)
+    s = np.sort(rng.integers(0, 2, size=(5, 64)), axis=1).astype(np.float64)
+    q = rng.integers(-1, 3, size=(5, 300)).astype(np.float64)
+    plans = _grid_plans(monkeypatch)
+    for side in SIDES:
+        np.testing.assert_array_equal(row_searchsorted(np, s, q, side=side), o_count(s, q, side))
+    assert plans == [None, None]
+
+
 def test_row_search_rejects_an_unknown_side(numpy_backend):
     with pytest.raises(ValueError, match=r"^side: expected one of"):
         row_searchsorted(numpy_backend.xp, np.zeros((1, 2)), np.zeros((1, 1)), side="middle")
