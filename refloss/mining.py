@@ -731,10 +731,11 @@ class PositiveTable:
         self.rank = xp.astype(inverse, idx) - start
         self.d = xp.take_along_axis(d, self.members, axis=1)
 
-    def to_dense(self, xp: Any, table: Any, pos: Any) -> Any:
+    def to_dense(self, xp: Any, table: Any, pos: Any, fill: Any = 0.0) -> Any:
         """The B×B matrix holding ``table[a, j]`` at column ``members[a, j]``
-        for every positive (``pos`` the B×B positive mask), 0 elsewhere."""
-        return xp.where(pos, xp.take(table, self.rank, axis=1), 0.0)
+        for every positive (``pos`` the B×B positive mask), ``fill`` (a
+        scalar, or an array of pos's shape) elsewhere."""
+        return xp.where(pos, xp.take(table, self.rank, axis=1), fill)
 
 
 def class_width(xp: Any, labels: Any) -> Any:

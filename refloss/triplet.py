@@ -1240,14 +1240,20 @@ def _batch_all_hinge_grad_compact(xp, d, masks, k, margin, tab, weights=None, sc
     every d_an among the sorted thresholds, with prefix sums of their
     weights (``Σ_{t > d_an} W = CW[W] - CW[#{t <= d_an}]``)."""
     dt = d.dtype
-    t = xp.where(tab.valid, tab.d + margin, -float("inf"))
     kw = xp.astype(k, dt) if weights is None else weights * xp.astype(k, dt)
     if buckets is not None and weights is None:
+        # the forward set β = W off the negatives, so -(W - β) is already 0
+        # there: no negative mask and no where of its own (B×B passes)
+        kws = _scaled(kw, scale)
 
-        def above(r0, r1):
-            return tab.width - xp.astype(buckets[r0:r1, :], dt)
+        def joined(r0, r1):
+            pos = masks(r0, r1)[0]
+            g_an = _scaled(xp.astype(buckets[r0:r1, :], dt) - tab.width, scale)
+            return tab.to_dense(xp, kws[r0:r1, :], pos, fill=g_an)
 
-    elif tab.width <= _LOOP_WIDTH:
+        return _by_row_blocks(xp, joined, d.shape[0], d.shape[1], d, joined=False)
+    t = xp.where(tab.valid, tab.d + margin, -float("inf"))
+    if tab.width <= _LOOP_WIDTH:
 
         def above(r0, r1):
             dr, total = d[r0:r1, :], None

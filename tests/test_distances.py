@@ -573,3 +573,49 @@ def test_many_row_blocks_match_the_pair_loop(backend, monkeypatch, metric, two_s
     expected = oracle_pairwise_vjp(x, y, g, metric)
     for k in range(len(args)):
         assert_close(got[k], expected[k], backend, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1), copies=st.booleans(),
+       p=st.sampled_from(["one", "small", "largest"]), tiny=st.booleans(), nan=st.booleans())
+def test_numpy_euclidean_block_is_the_generic_one_bit_for_bit(dtype, seed, copies, p, tiny,
+                                                               nan):
+    """NumPy's in-place euclidean GEMM block (distances._gemm_block_numpy)
+    returns the generic array-API block's distances and flags bit for bit
+    (array-api-strict runs the generic one on the same NumPy kernels), on
+    its inputs' whole domain: rows in [-2, 2] (centred, divided by the power
+    of two p), zero rows, copies and cancellation, rows whose squares are
+    subnormal (flagged), p near the largest float (distances past it: inf,
+    flagged), and a NaN (check=False lets it in: 0, unflagged, as the
+    generic double where gives)."""
+    xs = pytest.importorskip("array_api_strict")
+    import array_api_compat.numpy as xn
+
+    from refloss import distances
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2.0, 2.0, size=(9, 16)).astype(dtype)
+    x[0] = 0.0
+    x[8] = np.where(x[7] > 0, 2.0, -2.0)
+    x[7] = -x[8]  # 16 dims: distance 16·p, past the largest float for the largest p
+    if nan:
+        x[1, 3] = np.nan
+    if copies:
+        x[5] = x[3]
+        x[6] = x[3] + np.asarray(x[3] * 1e-7, dtype=dtype)
+    if tiny:  # squares below the smallest normal
+        x[2:5] *= np.asarray(np.sqrt(np.finfo(dtype).smallest_normal) / 16, dtype=dtype)
+    fi = np.finfo(dtype)
+    p = distances._power_of_two_at_most(
+        xn, np.asarray({"one": 1.0, "small": 2.0**-60, "largest": fi.max}[p], dtype=dtype))
+    n = np.sum(x * x, axis=1)
+    tol = distances._tol(xn, x.dtype, x.shape[1])
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        d_np, flag_np = distances._gemm_block(xn, x[2:], x, n[2:], n, p, "euclidean", tol)
+        d_s, flag_s = distances._gemm_block(
+            xs, xs.asarray(x[2:]), xs.asarray(x), xs.asarray(n[2:]), xs.asarray(n),
+            xs.asarray(p), "euclidean", tol)
+    assert d_np.dtype == dtype and flag_np.dtype == np.bool_
+    bits = f"u{d_np.itemsize}"
+    np.testing.assert_array_equal(d_np.view(bits), np.asarray(d_s).view(bits))
+    np.testing.assert_array_equal(flag_np, np.asarray(flag_s))
