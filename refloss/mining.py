@@ -145,7 +145,9 @@ def _numpy_search(s, q, side, idx):
     out = np.empty((rows, m), dtype=idx)
     step = max(1, _SEARCH_ELEMENTS_CPU // m)
     # many queries per entry: the grid's per-row tables pay for themselves
-    grids = n >= _GRID_MIN_ENTRIES and m >= _GRID_QUERIES_PER_ENTRY * n
+    # float32/float64: a float16 grid of 2n cells could pass its largest float
+    grids = (n >= _GRID_MIN_ENTRIES and m >= _GRID_QUERIES_PER_ENTRY * n
+             and s.dtype in (np.float32, np.float64))
     chunk = rows
     if grids:  # one grid per chunk of rows (its tables about 2^20 elements),
         # searched in the same cache-sized blocks of queries as the plain search

@@ -276,6 +276,20 @@ def test_the_grid_serves_bell_shaped_rows_in_fewer_rounds(monkeypatch, dtype):
     assert all(len(_halves(p.width)) + 2 < len(_halves(n)) for p in plans)
 
 
+def test_float16_rows_wider_than_its_largest_float_in_cells(monkeypatch):
+    """float16 with 2n cells past 65504 (its largest float): the search stays
+    plain (a float16 grid could not index them) and is numpy.searchsorted."""
+    rng = np.random.default_rng(13)
+    n = 33000
+    s = np.sort(rng.uniform(-1e4, 1e4, size=(1, n)).astype(np.float16), axis=1)
+    q = rng.uniform(-1.1e4, 1.1e4, size=(1, 4 * n)).astype(np.float16)
+    plans = _grid_plans(monkeypatch)
+    for side in SIDES:
+        got = row_searchsorted(np, s, q, side=side, narrow=True)
+        np.testing.assert_array_equal(got[0], np.searchsorted(s[0], q[0], side=side))
+    assert plans == []
+
+
 def test_crowded_cells_fall_back_to_the_plain_search(monkeypatch):
     """Every entry in one of a few values: a cell holds most of the row, the
     grid gives way to the plain search, and the counts are the same."""
